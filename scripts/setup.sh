@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Set up everything OpenPACS needs on this machine, idempotently:
+#   scripts/setup.sh serve   Python virtual environment with OpenPACS
+#   scripts/setup.sh test    the same plus the real parts the tests use: DCMTK, a running
+#                            PostgreSQL on 127.0.0.1:5432 (started from Debian's packages
+#                            when none runs). Debian packages are installed when run as root.
+set -euo pipefail
+mode=${1:-serve}
+cd "$(dirname "$0")/.."
+root=$PWD
+venv=$root/.venv
+python=${PYTHON:-python3}
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+apt_install() {
+  if [ "$(id -u)" != 0 ]; then
+    say "missing Debian packages: $* (run as root, or install them: apt-get install $*)"
+    return 1
+  fi
+  say "installing Debian packages: $*"
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null
+  fi
+}
+
+# -- Python -----------------------------------------------------------------------------
+if [ ! -x "$venv/bin/python" ]; then
+  say "creating the virtual environment in .venv"
+  "$python" -m venv "$venv"
+fi
+extras=""
+[ "$mode" = test ] && extras="[dev]"
+stamp="$venv/.openpacs-setup"
+hash=$(sha256sum pyproject.toml | cut -d' ' -f1)
+current=$(cat "$stamp" 2>/dev/null || true)
+if [ "$current" != "$hash[dev]" ] && [ "$current" != "$hash$extras" ]; then
+  say "installing Python packages${extras:+ (with test tools)}"
+  "$venv/bin/pip" install -q --disable-pip-version-check --upgrade pip >/dev/null
+  "$venv/bin/pip" install -q --disable-pip-version-check -e ".$extras"
+  echo "$hash$extras" > "$stamp"
+fi
+
+[ "$mode" = test ] || exit 0
+
+# -- DCMTK (the reference DICOM tools the integration tests drive) ---------------------
+if ! command -v storescu >/dev/null || ! command -v findscu >/dev/null; then
+  apt_install dcmtk
+fi
+
+# -- PostgreSQL on 127.0.0.1:5432 --------------------------------------------------------
+pg_up() { "$venv/bin/python" - <<'PY'
+import socket, sys
+s = socket.socket()
+s.settimeout(1)
+sys.exit(0 if s.connect_ex(("127.0.0.1", 5432)) == 0 else 1)
+PY
+}
+if ! pg_up; then
+  if ! command -v pg_ctlcluster >/dev/null; then
+    apt_install postgresql
+  fi
+  if [ "$(id -u)" = 0 ]; then
+    version=$(ls /etc/postgresql | sort -V | tail -n 1)
+    conf=/etc/postgresql/$version/main
+    if ! grep -q "^host all all 127.0.0.1/32 trust" "$conf/pg_hba.conf"; then
+      sed -i '1i host all all 127.0.0.1/32 trust' "$conf/pg_hba.conf"
+    fi
+    say "starting PostgreSQL $version"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    for _ in $(seq 1 30); do pg_up && break; sleep 1; done
+  fi
+  pg_up || { say "PostgreSQL is not running on 127.0.0.1:5432"; exit 1; }
+fi

@@ -1,0 +1,3 @@
+from openpacs.cli.main import main
+
+main()

@@ -1,0 +1,281 @@
+"""Queries on the index: matching conditions translated to SQL, the rest left to the domain.
+
+Conditions on indexed columns become SQL (PS3.4 C.2.2.2 semantics: IN for single
+values and UID lists, LIKE for wild cards, comparisons for ranges); all other
+conditions are evaluated on the attribute sets with :func:`openpacs.domain.matching.matches`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from itertools import islice
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from openpacs.adapters.index import columns as cols
+from openpacs.adapters.index import tables as t
+from openpacs.domain.matching import Condition, MatchType, Query, matches
+from openpacs.domain.names import fold
+from openpacs.domain.records import BlobRef, StoredInstance
+from openpacs.domain.tags import Level, json_key, level_of_tag, tag_of
+from openpacs.ports.index import MatchRow, iter_chunks
+
+_MODALITIES_IN_STUDY = json_key(tag_of("ModalitiesInStudy"))
+_SOP_CLASSES_IN_STUDY = json_key(tag_of("SOPClassesInStudy"))
+_SOP_INSTANCE_UID = json_key(tag_of("SOPInstanceUID"))
+_SOP_CLASS_UID = json_key(tag_of("SOPClassUID"))
+_INSTANCE_NUMBER = json_key(tag_of("InstanceNumber"))
+
+# (table, column, kind): kind 'text', 'pn', 'int', 'time' (comparable time), 'date'
+_COLUMNS: dict[str, tuple[sa.Table, str, str]] = {
+    cols.PATIENT_ID: (t.patient, "patient_id", "text"),
+    cols.PATIENT_NAME: (t.patient, "patient_name", "pn"),
+    cols.BIRTH_DATE: (t.patient, "patient_birth_date", "date"),
+    cols.SEX: (t.patient, "patient_sex", "text"),
+    cols.STUDY_UID: (t.study, "study_instance_uid", "text"),
+    cols.STUDY_DATE: (t.study, "study_date", "date"),
+    cols.STUDY_TIME: (t.study, "study_time", "time"),
+    cols.ACCESSION: (t.study, "accession_number", "text"),
+    cols.STUDY_ID: (t.study, "study_id", "text"),
+    cols.STUDY_DESCRIPTION: (t.study, "study_description", "text"),
+    cols.REFERRING: (t.study, "referring_physician_name", "pn"),
+    cols.SERIES_UID: (t.series, "series_instance_uid", "text"),
+    cols.MODALITY: (t.series, "modality", "text"),
+    cols.SERIES_NUMBER: (t.series, "series_number", "int"),
+    cols.SERIES_DESCRIPTION: (t.series, "series_description", "text"),
+    cols.BODY_PART: (t.series, "body_part_examined", "text"),
+    cols.SERIES_DATE: (t.series, "series_date", "date"),
+    cols.SERIES_TIME: (t.series, "series_time", "time"),
+    _SOP_INSTANCE_UID: (t.instance, "sop_instance_uid", "text"),
+    _SOP_CLASS_UID: (t.instance, "sop_class_uid", "text"),
+    _INSTANCE_NUMBER: (t.instance, "instance_number", "int"),
+}
+
+_TABLE_OF_LEVEL = {
+    Level.PATIENT: t.patient,
+    Level.STUDY: t.study,
+    Level.SERIES: t.series,
+    Level.IMAGE: t.instance,
+}
+
+
+def _like_pattern(pattern: str) -> str:
+    out = []
+    for ch in pattern:
+        if ch == "*":
+            out.append("%")
+        elif ch == "?":
+            out.append("_")
+        elif ch in "%_\\":
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _sql_condition(cond: Condition, fold_names: bool) -> sa.ColumnElement[bool] | None:
+    """SQL for a condition on an indexed column, or None when the domain must evaluate it."""
+    if cond.key == _MODALITIES_IN_STUDY and cond.kind is MatchType.SINGLE:
+        return sa.exists(
+            sa.select(1)
+            .select_from(t.series)
+            .where(t.series.c.study_pk == t.study.c.pk, t.series.c.modality.in_(list(cond.values)))
+        )
+    spec = _COLUMNS.get(cond.key)
+    if spec is None or cond.kind is MatchType.SEQUENCE:
+        return None
+    table, name, kind = spec
+    column = table.c[name]
+    values = list(cond.values)
+    if kind == "pn":
+        if not fold_names:
+            return None  # case-sensitive name matching is left to the domain
+        column = table.c[name + "_match"]
+        values = [fold(v.split("=", 1)[0].rstrip("^ ")) for v in values]
+    if cond.kind is MatchType.RANGE:
+        if kind not in ("date", "time"):
+            return None
+        clauses: list[sa.ColumnElement[bool]] = [column != ""]
+        if cond.low:
+            clauses.append(column >= cond.low)
+        if cond.high:
+            clauses.append(column <= cond.high)
+        return sa.and_(*clauses)
+    if cond.kind is MatchType.WILDCARD:
+        if kind in ("int", "date", "time"):
+            return None
+        return sa.or_(*(column.like(_like_pattern(v), escape="\\") for v in values))
+    if kind == "int":
+        try:
+            return column.in_([int(float(v)) for v in values])
+        except ValueError:
+            return sa.false()
+    if kind in ("date", "time"):
+        return None
+    return column.in_(values)
+
+
+def _base_select(level: Level) -> sa.Select[Any]:
+    p, s, se, i = t.patient, t.study, t.series, t.instance
+    columns: list[Any] = [p.c.pk.label("patient_pk"), p.c.attrs.label("patient_attrs")]
+    columns += [
+        p.c.num_studies,
+        p.c.num_series.label("p_num_series"),
+        p.c.num_instances.label("p_num_instances"),
+    ]
+    from_: Any = p
+    if level in (Level.STUDY, Level.SERIES, Level.IMAGE):
+        columns += [
+            s.c.pk.label("study_pk"),
+            s.c.attrs.label("study_attrs"),
+            s.c.num_series.label("s_num_series"),
+            s.c.num_instances.label("s_num_instances"),
+            s.c.modalities_in_study,
+            s.c.sop_classes_in_study,
+        ]
+        from_ = s.join(p, p.c.pk == s.c.patient_pk)
+    if level in (Level.SERIES, Level.IMAGE):
+        columns += [
+            se.c.pk.label("series_pk"),
+            se.c.attrs.label("series_attrs"),
+            se.c.num_instances.label("se_num_instances"),
+        ]
+        from_ = se.join(s, s.c.pk == se.c.study_pk).join(p, p.c.pk == s.c.patient_pk)
+    if level is Level.IMAGE:
+        columns += [i.c.pk.label("instance_pk"), i.c.header]
+        from_ = i.join(se, se.c.pk == i.c.series_pk).join(s, s.c.pk == se.c.study_pk).join(p, p.c.pk == s.c.patient_pk)
+    select = sa.select(*columns).select_from(from_).where(p.c.merged_into_pk.is_(None))
+    return select.order_by(_TABLE_OF_LEVEL[level].c.pk)
+
+
+def _row(level: Level, r: Any) -> MatchRow:
+    row = MatchRow(patient=r.patient_attrs)
+    row.counts = {
+        "NumberOfPatientRelatedStudies": r.num_studies,
+        "NumberOfPatientRelatedSeries": r.p_num_series,
+        "NumberOfPatientRelatedInstances": r.p_num_instances,
+    }
+    if level in (Level.STUDY, Level.SERIES, Level.IMAGE):
+        row.study = r.study_attrs
+        row.counts.update(
+            {
+                "NumberOfStudyRelatedSeries": r.s_num_series,
+                "NumberOfStudyRelatedInstances": r.s_num_instances,
+                "ModalitiesInStudy": [m for m in r.modalities_in_study.split("\\") if m],
+                "SOPClassesInStudy": [c for c in r.sop_classes_in_study.split("\\") if c],
+            }
+        )
+    if level in (Level.SERIES, Level.IMAGE):
+        row.series = r.series_attrs
+        row.counts["NumberOfSeriesRelatedInstances"] = r.se_num_instances
+    if level is Level.IMAGE:
+        row.instance = r.header
+    return row
+
+
+def _element_for(row: MatchRow, key: str) -> dict[str, Any] | None:
+    if key in (_MODALITIES_IN_STUDY, _SOP_CLASSES_IN_STUDY):
+        name = "ModalitiesInStudy" if key == _MODALITIES_IN_STUDY else "SOPClassesInStudy"
+        return {
+            "vr": "CS" if name == "ModalitiesInStudy" else "UI",
+            "Value": row.counts.get(name, []),
+        }
+    level = level_of_tag(int(key, 16))
+    source = {
+        Level.PATIENT: row.patient,
+        Level.STUDY: row.study,
+        Level.SERIES: row.series,
+        Level.IMAGE: row.instance,
+    }[level]
+    element = source.get(key)
+    if element is None and level is not Level.IMAGE and row.instance:
+        element = row.instance.get(key)
+    return element if isinstance(element, dict) else None
+
+
+def find_rows(
+    connection: Connection, query: Query, *, fold_names: bool, limit: int | None, offset: int
+) -> Iterator[MatchRow]:
+    """Rows matching *query*, at its level."""
+    select = _base_select(query.level)
+    remaining: list[Condition] = []
+    for cond in query.conditions:
+        clause = _sql_condition(cond, fold_names)
+        if clause is None:
+            remaining.append(cond)
+        else:
+            select = select.where(clause)
+    if not remaining:
+        if limit is not None:
+            select = select.limit(limit)
+        if offset:
+            select = select.offset(offset)
+    rows = (_row(query.level, r) for r in connection.execute(select))
+    if not remaining:
+        yield from rows
+        return
+    filtered = (
+        row for row in rows if all(matches(c, _element_for(row, c.key), fold_names=fold_names) for c in remaining)
+    )
+    stop = None if limit is None else offset + limit
+    yield from islice(filtered, offset, stop)
+
+
+def load_stored_instances(connection: Connection, level: Level, uids: Sequence[str]) -> list[StoredInstance]:
+    """Every instance under the given studies, series or instances, in study/series/instance order."""
+    p, s, se, i, loc = t.patient, t.study, t.series, t.instance, t.location
+    column = {
+        Level.STUDY: s.c.study_instance_uid,
+        Level.SERIES: se.c.series_instance_uid,
+        Level.IMAGE: i.c.sop_instance_uid,
+    }.get(level)
+    if column is None:
+        column = p.c.patient_id
+    found: list[StoredInstance] = []
+    for chunk in iter_chunks(list(uids)):
+        select = (
+            sa.select(
+                i.c.sop_instance_uid,
+                i.c.sop_class_uid,
+                i.c.instance_number,
+                i.c.header,
+                se.c.series_instance_uid,
+                se.c.attrs.label("series_attrs"),
+                s.c.study_instance_uid,
+                s.c.attrs.label("study_attrs"),
+                p.c.attrs.label("patient_attrs"),
+                loc.c.store,
+                loc.c.key,
+                loc.c.size,
+                loc.c.checksum,
+                loc.c.transfer_syntax_uid,
+            )
+            .select_from(
+                i.join(loc, loc.c.instance_pk == i.c.pk)
+                .join(se, se.c.pk == i.c.series_pk)
+                .join(s, s.c.pk == se.c.study_pk)
+                .join(p, p.c.pk == s.c.patient_pk)
+            )
+            .where(column.in_(list(chunk)))
+            .order_by(s.c.pk, se.c.series_number, se.c.pk, i.c.instance_number, i.c.pk)
+        )
+        for r in connection.execute(select):
+            found.append(
+                StoredInstance(
+                    sop_instance_uid=r.sop_instance_uid,
+                    sop_class_uid=r.sop_class_uid,
+                    series_instance_uid=r.series_instance_uid,
+                    study_instance_uid=r.study_instance_uid,
+                    transfer_syntax_uid=r.transfer_syntax_uid,
+                    blob=BlobRef(r.store, r.key, r.size),
+                    checksum=r.checksum,
+                    header=r.header,
+                    patient_attrs=r.patient_attrs,
+                    study_attrs=r.study_attrs,
+                    series_attrs=r.series_attrs,
+                    instance_number=r.instance_number,
+                )
+            )
+    return found

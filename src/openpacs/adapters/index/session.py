@@ -1,0 +1,547 @@
+"""A unit of work on the SQL index (the IndexSession port)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from openpacs.adapters.index import columns as cols
+from openpacs.adapters.index import tables as t
+from openpacs.adapters.index.search import find_rows, load_stored_instances
+from openpacs.domain.matching import Query
+from openpacs.domain.records import (
+    BlobRef,
+    Change,
+    Issuer,
+    Node,
+    PatientIdentifier,
+    Stats,
+    StoredInstance,
+)
+from openpacs.domain.tags import Level
+from openpacs.ports.index import (
+    AuditRecord,
+    ChangeRecord,
+    Conflict,
+    CountDelta,
+    InstanceBrief,
+    MatchRow,
+    NewInstance,
+    PatientRow,
+    PendingDeletion,
+    SeriesRow,
+    StudyRow,
+    iter_chunks,
+)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class SqlIndexSession:
+    """The IndexSession port over one SQLAlchemy connection in a transaction."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    # -- ingest: reads ------------------------------------------------------------------
+
+    def instance_brief(self, sop_instance_uid: str) -> InstanceBrief | None:
+        i, loc = t.instance, t.location
+        row = self.connection.execute(
+            sa.select(
+                i.c.pk,
+                i.c.series_pk,
+                i.c.transfer_syntax_uid,
+                loc.c.store,
+                loc.c.key,
+                loc.c.size,
+                loc.c.checksum,
+            )
+            .join(loc, loc.c.instance_pk == i.c.pk)
+            .where(i.c.sop_instance_uid == sop_instance_uid)
+            .limit(1)
+        ).first()
+        if row is None:
+            return None
+        return InstanceBrief(
+            pk=row.pk,
+            sop_instance_uid=sop_instance_uid,
+            series_pk=row.series_pk,
+            checksum=row.checksum,
+            blob=BlobRef(row.store, row.key, row.size),
+            transfer_syntax_uid=row.transfer_syntax_uid,
+        )
+
+    def study(self, uid: str) -> StudyRow | None:
+        s = t.study
+        row = self.connection.execute(
+            sa.select(s.c.pk, s.c.patient_pk, s.c.attrs).where(s.c.study_instance_uid == uid)
+        ).first()
+        return None if row is None else StudyRow(row.pk, uid, row.patient_pk, row.attrs)
+
+    def series(self, uid: str) -> SeriesRow | None:
+        s = t.series
+        row = self.connection.execute(
+            sa.select(s.c.pk, s.c.study_pk, s.c.attrs).where(s.c.series_instance_uid == uid)
+        ).first()
+        return None if row is None else SeriesRow(row.pk, uid, row.study_pk, row.attrs)
+
+    def _identifiers(self, patient_pks: Sequence[int]) -> dict[int, list[PatientIdentifier]]:
+        pi = t.patient_identifier
+        found: dict[int, list[PatientIdentifier]] = {pk: [] for pk in patient_pks}
+        rows = self.connection.execute(sa.select(pi).where(pi.c.patient_pk.in_(list(patient_pks))).order_by(pi.c.pk))
+        for row in rows:
+            found[row.patient_pk].append(
+                PatientIdentifier(
+                    row.value,
+                    Issuer(row.issuer_namespace, row.issuer_universal_id, row.issuer_universal_id_type),
+                    row.type_code,
+                )
+            )
+        return found
+
+    def patient(self, pk: int) -> PatientRow:
+        p = t.patient
+        row = self.connection.execute(sa.select(p.c.pk, p.c.attrs, p.c.merged_into_pk).where(p.c.pk == pk)).one()
+        return PatientRow(row.pk, row.attrs, self._identifiers([pk])[pk], row.merged_into_pk)
+
+    def patients_with_identifier(self, value: str) -> list[PatientRow]:
+        p, pi = t.patient, t.patient_identifier
+        rows = self.connection.execute(
+            sa.select(p.c.pk, p.c.attrs, p.c.merged_into_pk)
+            .where(p.c.pk.in_(sa.select(pi.c.patient_pk).where(pi.c.value == value)))
+            .order_by(p.c.pk)
+        ).all()
+        identifiers = self._identifiers([r.pk for r in rows])
+        return [PatientRow(r.pk, r.attrs, identifiers[r.pk], r.merged_into_pk) for r in rows]
+
+    # -- ingest: writes -----------------------------------------------------------------
+
+    def create_patient(self, attrs: dict[str, Any], now: datetime) -> int:
+        result = self.connection.execute(
+            sa.insert(t.patient).values(attrs=attrs, created_at=now, updated_at=now, **cols.patient_columns(attrs))
+        )
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    def add_identifier(self, patient_pk: int, identifier: PatientIdentifier, now: datetime) -> None:
+        self.connection.execute(
+            sa.insert(t.patient_identifier).values(
+                patient_pk=patient_pk,
+                value=identifier.value[:64],
+                issuer_namespace=identifier.issuer.namespace[:64],
+                issuer_universal_id=identifier.issuer.universal_id[:64],
+                issuer_universal_id_type=identifier.issuer.universal_id_type[:16],
+                type_code=identifier.type_code[:16],
+                created_at=now,
+            )
+        )
+
+    def set_patient_attrs(self, pk: int, attrs: dict[str, Any], now: datetime) -> None:
+        self.connection.execute(
+            sa.update(t.patient)
+            .where(t.patient.c.pk == pk)
+            .values(attrs=attrs, updated_at=now, **cols.patient_columns(attrs))
+        )
+
+    def create_study(self, patient_pk: int, attrs: dict[str, Any], now: datetime) -> int:
+        result = self.connection.execute(
+            sa.insert(t.study).values(
+                study_instance_uid=cols_text(attrs, cols.STUDY_UID),
+                patient_pk=patient_pk,
+                attrs=attrs,
+                created_at=now,
+                updated_at=now,
+                last_instance_at=now,
+                **cols.study_columns(attrs),
+            )
+        )
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    def set_study_attrs(self, pk: int, attrs: dict[str, Any], now: datetime) -> None:
+        self.connection.execute(
+            sa.update(t.study)
+            .where(t.study.c.pk == pk)
+            .values(attrs=attrs, updated_at=now, **cols.study_columns(attrs))
+        )
+
+    def create_series(self, study_pk: int, attrs: dict[str, Any], source_ae_title: str, now: datetime) -> int:
+        result = self.connection.execute(
+            sa.insert(t.series).values(
+                series_instance_uid=cols_text(attrs, cols.SERIES_UID),
+                study_pk=study_pk,
+                attrs=attrs,
+                source_ae_title=source_ae_title[:16],
+                created_at=now,
+                updated_at=now,
+                **cols.series_columns(attrs),
+            )
+        )
+        pk = int(result.inserted_primary_key[0])  # type: ignore[index]
+        self._write_requests(pk, attrs)
+        return pk
+
+    def _write_requests(self, series_pk: int, attrs: dict[str, Any]) -> None:
+        requests = cols.series_requests(attrs)
+        if requests:
+            self.connection.execute(sa.insert(t.series_request), [{"series_pk": series_pk, **r} for r in requests])
+
+    def set_series_attrs(self, pk: int, attrs: dict[str, Any], now: datetime) -> None:
+        self.connection.execute(
+            sa.update(t.series)
+            .where(t.series.c.pk == pk)
+            .values(attrs=attrs, updated_at=now, **cols.series_columns(attrs))
+        )
+        self.connection.execute(sa.delete(t.series_request).where(t.series_request.c.series_pk == pk))
+        self._write_requests(pk, attrs)
+
+    def insert_instances(self, rows: Sequence[NewInstance]) -> None:
+        if not rows:
+            return
+        result = self.connection.execute(
+            sa.insert(t.instance).returning(t.instance.c.pk, sort_by_parameter_order=True),
+            [
+                {
+                    "sop_instance_uid": r.sop_instance_uid,
+                    "series_pk": r.series_pk,
+                    "sop_class_uid": r.sop_class_uid,
+                    "instance_number": r.instance_number,
+                    "transfer_syntax_uid": r.transfer_syntax_uid,
+                    "header": r.header,
+                    "source_ae_title": r.source_ae_title[:16],
+                    "received_at": r.received_at,
+                }
+                for r in rows
+            ],
+        )
+        pks = [row[0] for row in result]
+        self.connection.execute(
+            sa.insert(t.location),
+            [
+                {
+                    "instance_pk": pk,
+                    "store": r.blob.store,
+                    "key": r.blob.key,
+                    "size": r.blob.size,
+                    "checksum": r.checksum,
+                    "transfer_syntax_uid": r.transfer_syntax_uid,
+                    "created_at": r.received_at,
+                }
+                for pk, r in zip(pks, rows, strict=True)
+            ],
+        )
+
+    def replace_instance(self, pk: int, row: NewInstance) -> None:
+        self.connection.execute(
+            sa.update(t.instance)
+            .where(t.instance.c.pk == pk)
+            .values(
+                sop_class_uid=row.sop_class_uid,
+                instance_number=row.instance_number,
+                transfer_syntax_uid=row.transfer_syntax_uid,
+                header=row.header,
+                source_ae_title=row.source_ae_title[:16],
+                received_at=row.received_at,
+            )
+        )
+        self.connection.execute(sa.delete(t.location).where(t.location.c.instance_pk == pk))
+        self.connection.execute(
+            sa.insert(t.location).values(
+                instance_pk=pk,
+                store=row.blob.store,
+                key=row.blob.key,
+                size=row.blob.size,
+                checksum=row.checksum,
+                transfer_syntax_uid=row.transfer_syntax_uid,
+                created_at=row.received_at,
+            )
+        )
+
+    def add_counts(self, deltas: Sequence[CountDelta], now: datetime) -> None:
+        s, st, p = t.series, t.study, t.patient
+        for d in deltas:
+            if d.new_instances:
+                self.connection.execute(
+                    sa.update(s)
+                    .where(s.c.pk == d.series_pk)
+                    .values(num_instances=s.c.num_instances + d.new_instances, updated_at=now)
+                )
+            values: dict[str, Any] = {
+                "num_instances": st.c.num_instances + d.new_instances,
+                "num_series": st.c.num_series + d.new_series,
+                "size_bytes": st.c.size_bytes + d.size_bytes,
+                "last_instance_at": now,
+                "updated_at": now,
+            }
+            if d.modalities or d.sop_classes:
+                current = self.connection.execute(
+                    sa.select(st.c.modalities_in_study, st.c.sop_classes_in_study).where(st.c.pk == d.study_pk)
+                ).one()
+                values["modalities_in_study"] = _union(current.modalities_in_study, d.modalities)
+                values["sop_classes_in_study"] = _union(current.sop_classes_in_study, d.sop_classes)
+            self.connection.execute(sa.update(st).where(st.c.pk == d.study_pk).values(**values))
+            self.connection.execute(
+                sa.update(p)
+                .where(p.c.pk == d.patient_pk)
+                .values(
+                    num_studies=p.c.num_studies + d.new_studies,
+                    num_series=p.c.num_series + d.new_series,
+                    num_instances=p.c.num_instances + d.new_instances,
+                    updated_at=now,
+                )
+            )
+
+    def add_changes(self, changes: Sequence[ChangeRecord], now: datetime) -> None:
+        """Append to the change feed with sequence numbers allocated under the counter's row lock.
+
+        The lock is held until this transaction commits, so no later number can commit
+        before an earlier one: readers see the feed in commit order (ARCHITECTURE.md 4).
+        """
+        if not changes:
+            return
+        cc = t.change_counter
+        last = self.connection.execute(
+            sa.update(cc).where(cc.c.id == 1).values(last_seq=cc.c.last_seq + len(changes)).returning(cc.c.last_seq)
+        ).scalar_one()
+        first = last - len(changes) + 1
+        self.connection.execute(
+            sa.insert(t.changes),
+            [
+                {
+                    "seq": first + n,
+                    "change_type": c.change_type,
+                    "level": str(c.level),
+                    "resource": c.resource,
+                    "time": now,
+                }
+                for n, c in enumerate(changes)
+            ],
+        )
+
+    def add_audit(self, records: Sequence[AuditRecord]) -> None:
+        if not records:
+            return
+        self.connection.execute(
+            sa.insert(t.audit),
+            [
+                {
+                    "time": r.time,
+                    "actor_type": str(r.actor.type),
+                    "actor_id": r.actor.id[:200],
+                    "actor_address": r.actor.address[:100],
+                    "action": r.action,
+                    "outcome": r.outcome,
+                    "resources": r.resources,
+                    "details": r.details,
+                }
+                for r in records
+            ],
+        )
+
+    def flag_conflicts(self, conflicts: Sequence[Conflict], now: datetime) -> None:
+        if not conflicts:
+            return
+        self.connection.execute(
+            sa.insert(t.identity_conflict),
+            [
+                {
+                    "kind": c.kind,
+                    "patient_pk": c.patient_pk,
+                    "study_instance_uid": c.study_instance_uid,
+                    "sop_instance_uid": c.sop_instance_uid,
+                    "details": c.details,
+                    "created_at": now,
+                }
+                for c in conflicts
+            ],
+        )
+
+    def add_pending_deletions(self, blobs: Sequence[tuple[BlobRef, str]], not_before: datetime, now: datetime) -> None:
+        if not blobs:
+            return
+        self.connection.execute(
+            sa.insert(t.pending_deletion),
+            [
+                {
+                    "store": b.store,
+                    "key": b.key,
+                    "not_before": not_before,
+                    "reason": reason[:200],
+                    "created_at": now,
+                }
+                for b, reason in blobs
+            ],
+        )
+
+    # -- query and retrieve ----------------------------------------------------------------
+
+    def find(self, query: Query, *, fold_names: bool, limit: int | None = None, offset: int = 0) -> Iterator[MatchRow]:
+        return find_rows(self.connection, query, fold_names=fold_names, limit=limit, offset=offset)
+
+    def stored_instances(self, level: Level, uids: Sequence[str]) -> list[StoredInstance]:
+        return load_stored_instances(self.connection, level, uids)
+
+    def stats(self) -> Stats:
+        row = self.connection.execute(
+            sa.select(
+                sa.select(sa.func.count())
+                .select_from(t.patient)
+                .where(t.patient.c.merged_into_pk.is_(None))
+                .scalar_subquery(),
+                sa.select(sa.func.count()).select_from(t.study).scalar_subquery(),
+                sa.select(sa.func.count()).select_from(t.series).scalar_subquery(),
+                sa.select(sa.func.count()).select_from(t.instance).scalar_subquery(),
+                sa.select(sa.func.coalesce(sa.func.sum(t.location.c.size), 0)).scalar_subquery(),
+            )
+        ).one()
+        return Stats(int(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4]))
+
+    def open_conflicts(self) -> list[Conflict]:
+        c = t.identity_conflict
+        rows = self.connection.execute(sa.select(c).where(c.c.resolved_at.is_(None)).order_by(c.c.pk))
+        return [Conflict(r.kind, r.patient_pk, r.study_instance_uid, r.sop_instance_uid, r.details) for r in rows]
+
+    # -- change feed and audit -------------------------------------------------------------
+
+    def changes_since(self, seq: int, limit: int) -> list[Change]:
+        c = t.changes
+        rows = self.connection.execute(sa.select(c).where(c.c.seq > seq).order_by(c.c.seq).limit(limit))
+        return [Change(r.seq, r.change_type, Level(r.level), r.resource, _aware(r.time)) for r in rows]
+
+    def last_change_seq(self) -> int:
+        value = self.connection.execute(
+            sa.select(t.change_counter.c.last_seq).where(t.change_counter.c.id == 1)
+        ).scalar()
+        return int(value or 0)
+
+    def checkpoint(self, consumer: str) -> int:
+        cp = t.consumer_checkpoint
+        value = self.connection.execute(sa.select(cp.c.seq).where(cp.c.name == consumer)).scalar()
+        return int(value or 0)
+
+    def set_checkpoint(self, consumer: str, seq: int, now: datetime) -> None:
+        cp = t.consumer_checkpoint
+        updated = self.connection.execute(
+            sa.update(cp).where(cp.c.name == consumer).values(seq=seq, updated_at=now)
+        ).rowcount
+        if not updated:
+            self.connection.execute(sa.insert(cp).values(name=consumer, seq=seq, updated_at=now))
+
+    def audit_entries(self, since_pk: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        a = t.audit
+        rows = self.connection.execute(sa.select(a).where(a.c.pk > since_pk).order_by(a.c.pk).limit(limit))
+        return [dict(r._mapping) for r in rows]
+
+    # -- storage housekeeping --------------------------------------------------------------
+
+    def due_deletions(self, now: datetime, limit: int) -> list[PendingDeletion]:
+        pd = t.pending_deletion
+        rows = self.connection.execute(
+            sa.select(pd).where(pd.c.not_before <= now).order_by(pd.c.not_before).limit(limit)
+        )
+        return [PendingDeletion(r.pk, r.store, r.key, _aware(r.not_before), r.reason) for r in rows]
+
+    def remove_pending_deletions(self, pks: Sequence[int]) -> None:
+        if pks:
+            self.connection.execute(sa.delete(t.pending_deletion).where(t.pending_deletion.c.pk.in_(list(pks))))
+
+    def keys_in_use(self, store: str, keys: Sequence[str]) -> set[str]:
+        loc = t.location
+        found: set[str] = set()
+        for chunk in iter_chunks(keys):
+            found.update(
+                self.connection.execute(
+                    sa.select(loc.c.key).where(loc.c.store == store, loc.c.key.in_(list(chunk)))
+                ).scalars()
+            )
+        return found
+
+    def keys_pending(self, store: str, keys: Sequence[str]) -> set[str]:
+        pd = t.pending_deletion
+        found: set[str] = set()
+        for chunk in iter_chunks(keys):
+            found.update(
+                self.connection.execute(
+                    sa.select(pd.c.key).where(pd.c.store == store, pd.c.key.in_(list(chunk)))
+                ).scalars()
+            )
+        return found
+
+    def all_locations(self, store: str, after_pk: int, limit: int) -> list[tuple[int, str, int]]:
+        loc = t.location
+        rows = self.connection.execute(
+            sa.select(loc.c.pk, loc.c.key, loc.c.size)
+            .where(loc.c.store == store, loc.c.pk > after_pk)
+            .order_by(loc.c.pk)
+            .limit(limit)
+        )
+        return [(r.pk, r.key, r.size) for r in rows]
+
+    # -- nodes -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _node(row: Any) -> Node:
+        return Node(
+            name=row.name,
+            ae_title=row.ae_title,
+            host=row.host,
+            port=row.port,
+            allow_store=row.allow_store,
+            allow_find=row.allow_find,
+            allow_get=row.allow_get,
+            allow_move_destination=row.allow_move_destination,
+            check_host=row.check_host,
+            default_issuer=row.default_issuer,
+            description=row.description,
+        )
+
+    def nodes(self) -> list[Node]:
+        return [self._node(r) for r in self.connection.execute(sa.select(t.node).order_by(t.node.c.name))]
+
+    def node(self, name: str) -> Node | None:
+        row = self.connection.execute(sa.select(t.node).where(t.node.c.name == name)).first()
+        return None if row is None else self._node(row)
+
+    def node_by_ae_title(self, ae_title: str) -> Node | None:
+        row = self.connection.execute(sa.select(t.node).where(t.node.c.ae_title == ae_title)).first()
+        return None if row is None else self._node(row)
+
+    def add_node(self, node: Node, now: datetime) -> None:
+        self.connection.execute(
+            sa.insert(t.node).values(
+                name=node.name,
+                ae_title=node.ae_title,
+                host=node.host,
+                port=node.port,
+                allow_store=node.allow_store,
+                allow_find=node.allow_find,
+                allow_get=node.allow_get,
+                allow_move_destination=node.allow_move_destination,
+                check_host=node.check_host,
+                default_issuer=node.default_issuer,
+                description=node.description,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+    def remove_node(self, name: str) -> bool:
+        return bool(self.connection.execute(sa.delete(t.node).where(t.node.c.name == name)).rowcount)
+
+
+def cols_text(attrs: dict[str, Any], key: str) -> str:
+    """The first value of an attribute as text."""
+    from openpacs.domain import dicom_json
+
+    return dicom_json.text(attrs, key)
+
+
+def _union(current: str, extra: set[str]) -> str:
+    values = {v for v in current.split("\\") if v}
+    values.update(v for v in extra if v)
+    return "\\".join(sorted(values))

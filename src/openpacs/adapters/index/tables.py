@@ -1,0 +1,252 @@
+"""The index schema (SQLAlchemy Core). Documented for administrators in docs/schema.md.
+
+Identity lives here: patients with any number of identifiers, studies, series and
+instances, each level with its mutable attribute set (``attrs``, DICOM JSON) that the
+outbound coercion applies; instances keep their as-received header (``header``, DICOM
+JSON without bulk data). Columns beside ``attrs`` are copies of its values kept for
+matching and sorting; they are always written together with ``attrs``.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+Timestamp = sa.DateTime(timezone=True)
+BigKey = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+patient = sa.Table(
+    "patient",
+    metadata,
+    sa.Column("pk", BigKey, primary_key=True, autoincrement=True),
+    sa.Column("patient_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("issuer", sa.String(200), nullable=False, server_default=""),
+    sa.Column("patient_name", sa.String(400), nullable=False, server_default=""),
+    sa.Column("patient_name_match", sa.String(400), nullable=False, server_default=""),
+    sa.Column("patient_birth_date", sa.String(16), nullable=False, server_default=""),
+    sa.Column("patient_sex", sa.String(16), nullable=False, server_default=""),
+    sa.Column("attrs", Json, nullable=False),
+    sa.Column("num_studies", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("num_series", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("num_instances", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("merged_into_pk", BigKey, sa.ForeignKey("patient.pk"), nullable=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Index(None, "patient_id"),
+    sa.Index(None, "patient_name_match"),
+    sa.Index(None, "patient_birth_date"),
+)
+
+patient_identifier = sa.Table(
+    "patient_identifier",
+    metadata,
+    sa.Column("pk", BigKey, primary_key=True, autoincrement=True),
+    sa.Column("patient_pk", BigKey, sa.ForeignKey("patient.pk", ondelete="CASCADE"), nullable=False),
+    sa.Column("value", sa.String(64), nullable=False),
+    sa.Column("issuer_namespace", sa.String(64), nullable=False, server_default=""),
+    sa.Column("issuer_universal_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("issuer_universal_id_type", sa.String(16), nullable=False, server_default=""),
+    sa.Column("type_code", sa.String(16), nullable=False, server_default=""),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("value", "issuer_namespace", "issuer_universal_id", "issuer_universal_id_type"),
+    sa.Index(None, "patient_pk"),
+)
+
+study = sa.Table(
+    "study",
+    metadata,
+    sa.Column("pk", BigKey, primary_key=True, autoincrement=True),
+    sa.Column("study_instance_uid", sa.String(64), nullable=False, unique=True),
+    sa.Column("patient_pk", BigKey, sa.ForeignKey("patient.pk"), nullable=False),
+    sa.Column("study_date", sa.String(16), nullable=False, server_default=""),
+    sa.Column("study_time", sa.String(16), nullable=False, server_default=""),
+    sa.Column("accession_number", sa.String(64), nullable=False, server_default=""),
+    sa.Column("accession_issuer", sa.String(200), nullable=False, server_default=""),
+    sa.Column("study_id", sa.String(16), nullable=False, server_default=""),
+    sa.Column("study_description", sa.String(400), nullable=False, server_default=""),
+    sa.Column("referring_physician_name", sa.String(400), nullable=False, server_default=""),
+    sa.Column("referring_physician_name_match", sa.String(400), nullable=False, server_default=""),
+    sa.Column("modalities_in_study", sa.String(200), nullable=False, server_default=""),
+    sa.Column("sop_classes_in_study", sa.Text, nullable=False, server_default=""),
+    sa.Column("num_series", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("num_instances", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("attrs", Json, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Column("last_instance_at", Timestamp, nullable=False),
+    sa.Index(None, "patient_pk"),
+    sa.Index(None, "study_date"),
+    sa.Index(None, "accession_number"),
+    sa.Index(None, "updated_at"),
+)
+
+series = sa.Table(
+    "series",
+    metadata,
+    sa.Column("pk", BigKey, primary_key=True, autoincrement=True),
+    sa.Column("series_instance_uid", sa.String(64), nullable=False, unique=True),
+    sa.Column("study_pk", BigKey, sa.ForeignKey("study.pk"), nullable=False),
+    sa.Column("modality", sa.String(16), nullable=False, server_default=""),
+    sa.Column("series_number", sa.Integer, nullable=True),
+    sa.Column("series_description", sa.String(400), nullable=False, server_default=""),
+    sa.Column("body_part_examined", sa.String(16), nullable=False, server_default=""),
+    sa.Column("series_date", sa.String(16), nullable=False, server_default=""),
+    sa.Column("series_time", sa.String(16), nullable=False, server_default=""),
+    sa.Column("source_ae_title", sa.String(16), nullable=False, server_default=""),
+    sa.Column("num_instances", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("attrs", Json, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Index(None, "study_pk"),
+)
+
+series_request = sa.Table(
+    "series_request",
+    metadata,
+    sa.Column("pk", BigKey, primary_key=True, autoincrement=True),
+    sa.Column("series_pk", BigKey, sa.ForeignKey("series.pk", ondelete="CASCADE"), nullable=False),
+    sa.Column("accession_number", sa.String(64), nullable=False, server_default=""),
+    sa.Column("accession_issuer", sa.String(200), nullable=False, server_default=""),
+    sa.Column("requested_procedure_id", sa.String(16), nullable=False, server_default=""),
+    sa.Column("scheduled_procedure_step_id", sa.String(16), nullable=False, server_default=""),
+    sa.Column("study_instance_uid", sa.String(64), nullable=False, server_default=""),
+    sa.Index(None, "series_pk"),
+    sa.Index(None, "accession_number"),
+    sa.Index(None, "requested_procedure_id"),
+)
+
+instance = sa.Table(
+    "instance",
+    metadata,
+    sa.Column("pk", BigKey, primary_key=True, autoincrement=True),
+    sa.Column("sop_instance_uid", sa.String(64), nullable=False, unique=True),
+    sa.Column("series_pk", BigKey, sa.ForeignKey("series.pk"), nullable=False),
+    sa.Column("sop_class_uid", sa.String(64), nullable=False),
+    sa.Column("instance_number", sa.Integer, nullable=True),
+    sa.Column("transfer_syntax_uid", sa.String(64), nullable=False),
+    sa.Column("header", Json, nullable=False),
+    sa.Column("source_ae_title", sa.String(16), nullable=False, server_default=""),
+    sa.Column("received_at", Timestamp, nullable=False),
+    sa.Index(None, "series_pk", "instance_number"),
+)
+
+location = sa.Table(
+    "location",
+    metadata,
+    sa.Column("pk", BigKey, primary_key=True, autoincrement=True),
+    sa.Column("instance_pk", BigKey, sa.ForeignKey("instance.pk", ondelete="CASCADE"), nullable=False),
+    sa.Column("store", sa.String(32), nullable=False),
+    sa.Column("key", sa.String(200), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("checksum", sa.String(80), nullable=False),
+    sa.Column("transfer_syntax_uid", sa.String(64), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("store", "key"),
+    sa.Index(None, "instance_pk"),
+)
+
+pending_deletion = sa.Table(
+    "pending_deletion",
+    metadata,
+    sa.Column("pk", BigKey, primary_key=True, autoincrement=True),
+    sa.Column("store", sa.String(32), nullable=False),
+    sa.Column("key", sa.String(200), nullable=False),
+    sa.Column("not_before", Timestamp, nullable=False),
+    sa.Column("reason", sa.String(200), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index(None, "not_before"),
+)
+
+change_counter = sa.Table(
+    "change_counter",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
+)
+
+changes = sa.Table(
+    "changes",
+    metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("change_type", sa.String(40), nullable=False),
+    sa.Column("level", sa.String(16), nullable=False),
+    sa.Column("resource", sa.String(200), nullable=False),
+    sa.Column("time", Timestamp, nullable=False),
+)
+
+consumer_checkpoint = sa.Table(
+    "consumer_checkpoint",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+)
+
+identity_conflict = sa.Table(
+    "identity_conflict",
+    metadata,
+    sa.Column("pk", BigKey, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("patient_pk", BigKey, sa.ForeignKey("patient.pk"), nullable=True),
+    sa.Column("study_instance_uid", sa.String(64), nullable=False, server_default=""),
+    sa.Column("sop_instance_uid", sa.String(64), nullable=False, server_default=""),
+    sa.Column("details", Json, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("resolved_at", Timestamp, nullable=True),
+    sa.Index(None, "patient_pk"),
+    sa.Index(None, "resolved_at"),
+)
+
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("pk", BigKey, primary_key=True, autoincrement=True),
+    sa.Column("time", Timestamp, nullable=False),
+    sa.Column("actor_type", sa.String(16), nullable=False),
+    sa.Column("actor_id", sa.String(200), nullable=False),
+    sa.Column("actor_address", sa.String(100), nullable=False, server_default=""),
+    sa.Column("action", sa.String(40), nullable=False),
+    sa.Column("outcome", sa.String(40), nullable=False),
+    sa.Column("resources", Json, nullable=False),
+    sa.Column("details", Json, nullable=False),
+    sa.Index(None, "time"),
+    sa.Index(None, "action"),
+)
+
+node = sa.Table(
+    "node",
+    metadata,
+    sa.Column("pk", BigKey, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("ae_title", sa.String(16), nullable=False, unique=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("port", sa.Integer, nullable=False),
+    sa.Column("allow_store", sa.Boolean, nullable=False),
+    sa.Column("allow_find", sa.Boolean, nullable=False),
+    sa.Column("allow_get", sa.Boolean, nullable=False),
+    sa.Column("allow_move_destination", sa.Boolean, nullable=False),
+    sa.Column("check_host", sa.Boolean, nullable=False),
+    sa.Column("default_issuer", sa.String(64), nullable=False, server_default=""),
+    sa.Column("description", sa.String(400), nullable=False, server_default=""),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+)
+
+lease = sa.Table(
+    "lease",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("expires_at", Timestamp, nullable=False),
+)

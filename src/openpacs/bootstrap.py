@@ -1,0 +1,287 @@
+"""The only module that knows concrete adapters: builds the application from Settings,
+starts its doors and stops them (ARCHITECTURE.md section 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import uvicorn
+
+from openpacs.adapters.index.engine import SqlIndex
+from openpacs.adapters.storage.filesystem import FilesystemBlobStore
+from openpacs.dimse.peer import DimsePeer
+from openpacs.dimse.scp import DimseServices
+from openpacs.dimse.server import DimseConfig, DimseServer
+from openpacs.domain.records import Actor, ActorType, Issuer, Node
+from openpacs.ports.blobstore import BlobStore
+from openpacs.rest.app import create_app
+from openpacs.services.archive import ArchiveService
+from openpacs.services.commit import GroupCommitter
+from openpacs.services.importer import ImportService
+from openpacs.services.ingest import IngestPolicy, IngestService
+from openpacs.services.network import NetworkService
+from openpacs.services.nodes import NodeService
+from openpacs.services.outbound import OutboundService
+from openpacs.services.query import QueryService
+from openpacs.services.retrieve import RetrieveService
+from openpacs.services.sweeper import SweeperService
+from openpacs.settings import Settings
+
+log = logging.getLogger("openpacs")
+
+
+def utcnow() -> datetime:
+    """The clock of the services."""
+    return datetime.now(UTC)
+
+
+@dataclass
+class Application:
+    """Adapters and services built from Settings."""
+
+    settings: Settings
+    index: SqlIndex
+    blobs: BlobStore
+    committer: GroupCommitter
+    ingest: IngestService
+    query: QueryService
+    nodes: NodeService
+    outbound: OutboundService
+    retrieve: RetrieveService
+    archive: ArchiveService
+    network: NetworkService
+    importer: ImportService
+    sweeper: SweeperService
+    peer: DimsePeer
+    _closed: bool = field(default=False)
+
+    def close(self) -> None:
+        """Stop the writer and release the database."""
+        if self._closed:
+            return
+        self._closed = True
+        self.committer.close()
+        self.index.close()
+
+
+def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool = True) -> Application:
+    """Build adapters and services (no listener is started)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    index = SqlIndex(settings.effective_database_url, migrate=migrate)
+    if blobs is None:
+        blobs = FilesystemBlobStore(settings.storage_path, fsync=settings.storage.fsync)
+    identity = settings.identity
+    default_issuer = Issuer(
+        identity.default_issuer, identity.default_issuer_universal_id, identity.default_issuer_universal_id_type
+    )
+    committer = GroupCommitter(index, clock=utcnow, grace_seconds=settings.storage.deletion_grace_seconds)
+    ingest = IngestService(
+        index,
+        blobs,
+        committer,
+        IngestPolicy(
+            duplicate_policy=settings.dicom.duplicate_policy,
+            max_instance_bytes=settings.dicom.max_instance_bytes,
+            max_nesting_depth=settings.dicom.max_nesting_depth,
+            bulk_data_threshold=settings.dicom.bulk_data_threshold,
+        ),
+        utcnow,
+    )
+    nodes = NodeService(
+        index,
+        listen_host=settings.host,
+        accept_unknown=settings.dicom.accept_unknown_calling_aes,
+        default_issuer=default_issuer,
+        clock=utcnow,
+    )
+    peer = DimsePeer(
+        ae_title=settings.ae_title, max_pdu=settings.dicom.max_pdu_length, timeout=settings.dicom.dimse_timeout
+    )
+    outbound = OutboundService(blobs, ae_title=settings.ae_title, clock=utcnow)
+    return Application(
+        settings=settings,
+        index=index,
+        blobs=blobs,
+        committer=committer,
+        ingest=ingest,
+        query=QueryService(
+            index, ae_title=settings.ae_title, fold_names=not identity.person_name_case_sensitive, clock=utcnow
+        ),
+        nodes=nodes,
+        outbound=outbound,
+        retrieve=RetrieveService(index, outbound, nodes, peer, clock=utcnow),
+        archive=ArchiveService(index, clock=utcnow),
+        network=NetworkService(nodes, peer, ingest),
+        importer=ImportService(ingest, default_issuer=default_issuer),
+        sweeper=SweeperService(index, blobs, grace_seconds=settings.storage.deletion_grace_seconds, clock=utcnow),
+        peer=peer,
+    )
+
+
+def seed_nodes(app: Application) -> None:
+    """Create the nodes of the configuration file that the database does not have yet."""
+    seeds = [
+        Node(
+            name=n.name,
+            ae_title=n.ae_title,
+            host=n.host,
+            port=n.port,
+            allow_store=n.allow_store,
+            allow_find=n.allow_find,
+            allow_get=n.allow_get,
+            allow_move_destination=n.allow_move_destination,
+            check_host=n.check_host,
+            default_issuer=n.default_issuer,
+        )
+        for n in app.settings.nodes
+    ]
+    if seeds:
+        app.nodes.seed(seeds, Actor(ActorType.SYSTEM, "configuration"))
+
+
+class Housekeeping:
+    """Singleton duties held by a database lease: the storage sweeper."""
+
+    LEASE = "storage-sweeper"
+
+    def __init__(self, app: Application) -> None:
+        self._app = app
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="housekeeping", daemon=True)
+        self._holder = f"{app.settings.effective_node_name}:{id(self)}"
+
+    def start(self) -> None:
+        """Start the background thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop and give the lease back."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+        with contextlib.suppress(Exception):
+            self._app.index.release_lease(self.LEASE, self._holder)
+
+    def _run(self) -> None:
+        storage = self._app.settings.storage
+        first = True
+        while not self._stop.is_set():
+            try:
+                if self._app.index.try_lease(self.LEASE, self._holder, ttl_seconds=3 * storage.sweep_interval_seconds):
+                    report = self._app.sweeper.sweep(storage.orphan_scan_hours if first else 1)
+                    first = False
+                    if report.deleted_pending or report.deleted_orphans:
+                        log.info(
+                            "storage sweep: %d pending deletions done, %d orphans removed",
+                            report.deleted_pending,
+                            report.deleted_orphans,
+                        )
+            except Exception:
+                log.exception("storage sweep failed")
+            self._stop.wait(storage.sweep_interval_seconds)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: ours stops every door in order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def dimse_server(app: Application) -> DimseServer:
+    """The DICOM listener of an application."""
+    settings = app.settings
+    return DimseServer(
+        DimseConfig(
+            host=settings.host,
+            port=settings.dicom_port,
+            ae_title=settings.ae_title,
+            max_pdu=settings.dicom.max_pdu_length,
+            acse_timeout=settings.dicom.acse_timeout,
+            network_timeout=settings.dicom.network_timeout,
+            max_associations=settings.dicom.max_associations,
+        ),
+        DimseServices(nodes=app.nodes, ingest=app.ingest, query=app.query, retrieve=app.retrieve),
+    )
+
+
+def serve(settings: Settings) -> None:
+    """Run the server until SIGTERM or SIGINT."""
+    app = build(settings)
+    seed_nodes(app)
+    dimse = dimse_server(app)
+    dimse.start()
+    housekeeping = Housekeeping(app)
+    housekeeping.start()
+    http_app = create_app(app.archive, ae_title=settings.ae_title, dicom_port=dimse.port)
+    server = _Server(
+        uvicorn.Config(
+            http_app,
+            host=settings.host,
+            port=settings.http_port,
+            log_level=settings.log_level.lower(),
+            access_log=settings.http.access_log,
+            lifespan="off",
+        )
+    )
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        def stop(signum: int) -> None:
+            log.info("received %s, stopping", signal.Signals(signum).name)
+            server.should_exit = True
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop, signum)
+        log.info("HTTP service on http://%s:%d (health at /health)", settings.host, settings.http_port)
+        await server.serve()
+
+    try:
+        asyncio.run(main())
+    finally:
+        dimse.stop()
+        housekeeping.stop()
+        app.close()
+        log.info("stopped")
+
+
+def configure_logging(level: str) -> None:
+    """Log lines with time, level and source."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("pynetdicom", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def describe(app: Application) -> dict[str, Any]:
+    """What the CLI prints about where the data is."""
+    return {
+        "database": app.index.dialect,
+        "data_dir": str(app.settings.data_dir.resolve()),
+        "storage": str(app.settings.storage_path),
+    }
+
+
+def upgrade_database(settings: Settings) -> str | None:
+    """Apply pending migrations; return the revision reached (``openpacs db upgrade``)."""
+    from openpacs.adapters.index.engine import create_index_engine, schema_revision, upgrade_schema
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_index_engine(settings.effective_database_url)
+    try:
+        upgrade_schema(engine)
+        return schema_revision(engine)
+    finally:
+        engine.dispose()

@@ -1,0 +1,339 @@
+"""The ``openpacs`` command. Data commands use the same services on the same database as
+the server (they may run while it runs); the server learns of their changes from the
+index and the change feed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from openpacs import __version__, bootstrap
+from openpacs.domain.errors import OpenPacsError
+from openpacs.domain.records import Actor, ActorType, Node
+from openpacs.settings import Settings, load_settings
+
+app = typer.Typer(help="OpenPACS: DICOM archive, HL7 engine and radiology workflow.", no_args_is_help=True)
+node_app = typer.Typer(help="DICOM nodes (other AEs) and their permissions.", no_args_is_help=True)
+db_app = typer.Typer(help="The index database.", no_args_is_help=True)
+app.add_typer(node_app, name="node")
+app.add_typer(db_app, name="db")
+
+console = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data folder (env OPENPACS_DATA_DIR).")]
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML configuration file (env OPENPACS_CONFIG).")]
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option("--database-url", help="Index database URL, e.g. postgresql://... (env OPENPACS_DATABASE_URL)."),
+]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    try:
+        return load_settings(config, **overrides)
+    except (FileNotFoundError, ValueError) as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _cli_actor() -> Actor:
+    import getpass
+
+    return Actor(ActorType.CLI, getpass.getuser(), "local")
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    reason = exc.reason if isinstance(exc, OpenPacsError) else str(exc)
+    err.print(f"[red]error:[/red] {reason}")
+    return typer.Exit(1)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    console.print(__version__)
+
+
+@app.command()
+def serve(
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+    host: Annotated[str | None, typer.Option("--host", help="Listen address (env OPENPACS_HOST).")] = None,
+    dicom_port: Annotated[
+        int | None, typer.Option("--dicom-port", help="DICOM port (env OPENPACS_DICOM_PORT).")
+    ] = None,
+    http_port: Annotated[int | None, typer.Option("--http-port", help="HTTP port (env OPENPACS_HTTP_PORT).")] = None,
+    hl7_port: Annotated[
+        int | None, typer.Option("--hl7-port", help="HL7 MLLP port, reserved (env OPENPACS_HL7_PORT).")
+    ] = None,
+    ae_title: Annotated[str | None, typer.Option("--ae-title", help="Our AE title (env OPENPACS_AE_TITLE).")] = None,
+    log_level: Annotated[str | None, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")] = None,
+) -> None:
+    """Run the server: DICOM, HTTP (and later HL7), until SIGTERM or Ctrl-C."""
+    settings = _settings(
+        config,
+        data_dir=data_dir,
+        database_url=database_url,
+        host=host,
+        dicom_port=dicom_port,
+        http_port=http_port,
+        hl7_port=hl7_port,
+        ae_title=ae_title,
+        log_level=log_level.upper() if log_level else None,
+    )
+    bootstrap.configure_logging(settings.log_level)
+    bootstrap.serve(settings)
+
+
+def _application(config: Path | None, data_dir: Path | None, database_url: str | None) -> bootstrap.Application:
+    settings = _settings(config, data_dir=data_dir, database_url=database_url)
+    bootstrap.configure_logging("WARNING")
+    try:
+        return bootstrap.build(settings)
+    except Exception as exc:
+        raise _fail(exc) from exc
+
+
+# -- nodes -----------------------------------------------------------------------------
+
+
+@node_app.command("add")
+def node_add(
+    name: Annotated[str, typer.Argument(help="Unique name of the node.")],
+    ae_title: Annotated[str, typer.Option("--ae-title", help="Its AE title.")],
+    host: Annotated[str, typer.Option("--host", help="Its host name or address.")],
+    port: Annotated[int, typer.Option("--port", help="Its DICOM port.")],
+    store: Annotated[bool, typer.Option("--store/--no-store", help="May send us instances.")] = True,
+    find: Annotated[bool, typer.Option("--find/--no-find", help="May query.")] = True,
+    get: Annotated[bool, typer.Option("--get/--no-get", help="May retrieve (C-GET, C-MOVE).")] = True,
+    move_destination: Annotated[
+        bool, typer.Option("--move-destination/--no-move-destination", help="May receive C-MOVE results.")
+    ] = True,
+    check_host: Annotated[bool, typer.Option("--check-host", help="Accept its AE title only from its host.")] = False,
+    default_issuer: Annotated[str, typer.Option("--default-issuer", help="Issuer of Patient ID for its objects.")] = "",
+    description: Annotated[str, typer.Option("--description", help="Free text.")] = "",
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Add a node; effective at once, also for a running server."""
+    application = _application(config, data_dir, database_url)
+    try:
+        node = application.nodes.add(
+            Node(
+                name=name,
+                ae_title=ae_title,
+                host=host,
+                port=port,
+                allow_store=store,
+                allow_find=find,
+                allow_get=get,
+                allow_move_destination=move_destination,
+                check_host=check_host,
+                default_issuer=default_issuer,
+                description=description,
+            ),
+            _cli_actor(),
+        )
+    except OpenPacsError as exc:
+        raise _fail(exc) from exc
+    finally:
+        application.close()
+    console.print(f"node {node.name} added: {node.ae_title}@{node.host}:{node.port}")
+
+
+@node_app.command("list")
+def node_list(
+    data_dir: DataDir = None, config: ConfigFile = None, database_url: DatabaseUrl = None, as_json: JsonOut = False
+) -> None:
+    """List the nodes."""
+    application = _application(config, data_dir, database_url)
+    try:
+        nodes = application.nodes.all()
+    finally:
+        application.close()
+    if as_json:
+        print(json.dumps([asdict(n) for n in nodes], indent=2))
+        return
+    table = Table("name", "AE title", "host", "port", "store", "find", "get", "move dest.", "issuer")
+    for n in nodes:
+        table.add_row(
+            n.name,
+            n.ae_title,
+            n.host,
+            str(n.port),
+            _yes(n.allow_store),
+            _yes(n.allow_find),
+            _yes(n.allow_get),
+            _yes(n.allow_move_destination),
+            n.default_issuer,
+        )
+    console.print(table)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+@node_app.command("remove")
+def node_remove(
+    name: Annotated[str, typer.Argument(help="The node's name.")],
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Remove a node."""
+    application = _application(config, data_dir, database_url)
+    try:
+        application.nodes.remove(name, _cli_actor())
+    except OpenPacsError as exc:
+        raise _fail(exc) from exc
+    finally:
+        application.close()
+    console.print(f"node {name} removed")
+
+
+# -- network ---------------------------------------------------------------------------
+
+
+@app.command()
+def echo(
+    target: Annotated[str, typer.Argument(help="A node name, or AE@HOST:PORT.")],
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait.")] = 10.0,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """C-ECHO a node and say, on failure, why."""
+    application = _application(config, data_dir, database_url)
+    try:
+        address = application.network.echo(target, timeout=timeout)
+    except OpenPacsError as exc:
+        raise _fail(exc) from exc
+    finally:
+        application.close()
+    console.print(f"C-ECHO to {address}: success")
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=not sys.stderr.isatty(),
+    )
+
+
+@app.command("send")
+def send(
+    target: Annotated[str, typer.Argument(help="A node name, or AE@HOST:PORT.")],
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders.")],
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """C-STORE DICOM files to a node, with progress."""
+    application = _application(config, data_dir, database_url)
+    skipped: list[tuple[Path, str]] = []
+    try:
+        with _progress() as progress:
+            task = progress.add_task("sending", total=None)
+            result = application.network.send_files(
+                target,
+                paths,
+                progress=lambda _uid, _outcome: progress.advance(task),
+                skipped=lambda p, r: skipped.append((p, r)),
+            )
+    except OpenPacsError as exc:
+        raise _fail(exc) from exc
+    finally:
+        application.close()
+    console.print(
+        f"sent {len(result.completed)}, warnings {len(result.warnings)}, failed {len(result.failed)}, "
+        f"skipped {len(skipped)}"
+    )
+    for uid, reason in result.failed.items():
+        console.print(f"  failed {uid}: {reason}")
+    for path, reason in skipped:
+        console.print(f"  skipped {path}: {reason}")
+    if result.failed:
+        raise typer.Exit(1)
+
+
+@app.command("import")
+def import_(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (recursive).")],
+    workers: Annotated[int, typer.Option("--workers", "-j", help="Parallel workers.")] = 4,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Import DICOM files into the archive (same rules as C-STORE)."""
+    application = _application(config, data_dir, database_url)
+    try:
+        with _progress() as progress:
+            task = progress.add_task("importing", total=None)
+            summary = application.importer.import_paths(
+                paths, workers=workers, progress=lambda _p, _o: progress.advance(task)
+            )
+    finally:
+        application.close()
+    if as_json:
+        print(json.dumps(asdict(summary), indent=2))
+        return
+    console.print(
+        f"imported {summary.imported}, duplicates {summary.duplicates}, rejected {len(summary.rejected)}, "
+        f"skipped (not DICOM) {len(summary.skipped)}, identity conflicts {summary.conflicts}"
+    )
+    for path, reason in summary.rejected.items():
+        console.print(f"  rejected {path}: {reason}")
+    for path in summary.skipped:
+        console.print(f"  skipped {path}")
+
+
+@app.command()
+def stats(
+    data_dir: DataDir = None, config: ConfigFile = None, database_url: DatabaseUrl = None, as_json: JsonOut = False
+) -> None:
+    """Counts of patients, studies, series, instances and bytes."""
+    application = _application(config, data_dir, database_url)
+    try:
+        counts = application.archive.stats()
+    finally:
+        application.close()
+    if as_json:
+        print(json.dumps(asdict(counts)))
+        return
+    table = Table("patients", "studies", "series", "instances", "bytes")
+    table.add_row(*(f"{v:,}" for v in asdict(counts).values()))
+    console.print(table)
+
+
+@db_app.command("upgrade")
+def db_upgrade(data_dir: DataDir = None, config: ConfigFile = None, database_url: DatabaseUrl = None) -> None:
+    """Apply the pending schema migrations (also done at every start)."""
+    settings = _settings(config, data_dir=data_dir, database_url=database_url)
+    from openpacs.bootstrap import upgrade_database
+
+    revision = upgrade_database(settings)
+    console.print(f"database at revision {revision}")
+
+
+def main() -> None:
+    """Entry point of the ``openpacs`` command."""
+    app()

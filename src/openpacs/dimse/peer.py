@@ -1,0 +1,151 @@
+"""The DicomPeer port: our SCU side (C-ECHO, C-STORE) over :mod:`openpacs.dimse.negotiation`.
+
+A batch of instances goes over one association; the presentation contexts proposed
+cover each SOP class with its stored transfer syntax and the uncompressed ones, so
+that the peer can pick and the outbound pipeline transcode only when it must.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+from openpacs.dimse import commands as cmd
+from openpacs.dimse.association import Aborted, Association
+from openpacs.dimse.negotiation import VERIFICATION, AssociationFailed, request
+from openpacs.domain import transfer_syntaxes as tsx
+from openpacs.domain.errors import OpenPacsError, PeerError
+from openpacs.ports.peers import OutgoingInstance, PeerAddress, SendResult
+
+log = logging.getLogger("openpacs.dimse")
+_MAX_CONTEXTS = 128
+
+
+class DimsePeer:
+    """Implements the DicomPeer port."""
+
+    def __init__(self, *, ae_title: str, max_pdu: int, timeout: float = 30.0) -> None:
+        self.ae_title = ae_title
+        self.max_pdu = max_pdu
+        self.timeout = timeout
+
+    def _associate(self, peer: PeerAddress, contexts: list[tuple[str, tuple[str, ...]]], timeout: float) -> Association:
+        try:
+            return request(
+                peer.host,
+                peer.port,
+                calling_ae=self.ae_title,
+                called_ae=peer.ae_title,
+                contexts=contexts,
+                max_pdu=self.max_pdu,
+                timeout=timeout,
+            )
+        except AssociationFailed as exc:
+            raise PeerError(str(exc)) from exc
+
+    def echo(self, peer: PeerAddress, *, timeout: float = 10.0) -> None:
+        """C-ECHO (PS3.4 Annex A)."""
+        assoc = self._associate(peer, [(VERIFICATION, (tsx.EXPLICIT_LE, tsx.IMPLICIT_LE))], timeout)
+        try:
+            if not assoc.contexts:
+                raise PeerError(f"{peer} accepted the association but not the Verification SOP Class")
+            context = next(iter(assoc.contexts.values()))
+            assoc.send(context.id, {"CommandField": cmd.C_ECHO_RQ, "MessageID": 1, "AffectedSOPClassUID": VERIFICATION})
+            try:
+                reply = assoc.receive()
+            except TimeoutError as exc:
+                raise PeerError(f"{peer} did not answer the C-ECHO within {timeout:g} s") from exc
+            except Aborted as exc:
+                raise PeerError(f"{peer} aborted the association during the C-ECHO") from exc
+            status = int(reply.command.get("Status", 0xC000))
+            if status != 0:
+                raise PeerError(f"{peer} answered the C-ECHO with status 0x{status:04X}")
+        finally:
+            assoc.release(timeout)
+
+    def send(
+        self,
+        peer: PeerAddress,
+        instances: Iterable[OutgoingInstance],
+        *,
+        move_originator: tuple[str, int] | None = None,
+        progress: Callable[[str, int], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> SendResult:
+        """C-STORE each instance over one association (PS3.4 B.2).
+
+        *progress(uid, outcome)* is called after each: 0 success, 1 warning, 2 failure.
+        """
+        batch = list(instances)
+        result = SendResult()
+        if not batch:
+            return result
+        wanted: dict[str, set[str]] = {}
+        for item in batch:
+            wanted.setdefault(item.sop_class_uid, set()).add(item.transfer_syntax_uid)
+        contexts: list[tuple[str, tuple[str, ...]]] = []
+        for sop_class, stored in wanted.items():
+            for syntax in sorted(stored):
+                if syntax not in tsx.UNCOMPRESSED:
+                    contexts.append((sop_class, (syntax,)))
+            contexts.append((sop_class, (tsx.EXPLICIT_LE, tsx.IMPLICIT_LE)))
+        if len(contexts) > _MAX_CONTEXTS:
+            raise PeerError(f"{len(contexts)} presentation contexts would be needed; the limit is {_MAX_CONTEXTS}")
+        assoc = self._associate(peer, contexts, self.timeout)
+        try:
+            for item in batch:
+                if cancelled is not None and cancelled():
+                    break
+                outcome, reason = self._store_one(assoc, item, move_originator)
+                if outcome == 0:
+                    result.completed.append(item.sop_instance_uid)
+                elif outcome == 1:
+                    result.warnings.append(item.sop_instance_uid)
+                else:
+                    result.failed[item.sop_instance_uid] = reason
+                if progress is not None:
+                    progress(item.sop_instance_uid, outcome)
+        except Aborted as exc:
+            for item in batch[result.attempted :]:
+                result.failed[item.sop_instance_uid] = f"association aborted: {exc}"
+            raise PeerError(f"{peer} aborted the association: {exc}") from exc
+        finally:
+            assoc.release(self.timeout)
+        return result
+
+    def _store_one(
+        self, assoc: Association, item: OutgoingInstance, move_originator: tuple[str, int] | None
+    ) -> tuple[int, str]:
+        offered = assoc.contexts_for(item.sop_class_uid)
+        if not offered:
+            return 2, "the peer accepted no presentation context for this SOP class"
+        try:
+            syntax, data = item.data(tuple(c.transfer_syntax for c in offered))
+        except OpenPacsError as exc:
+            return 2, exc.reason
+        except OSError as exc:
+            return 2, f"cannot read the stored file: {exc}"
+        context = next(c for c in offered if c.transfer_syntax == syntax)
+        message_id = assoc.next_message_id()
+        command = {
+            "CommandField": cmd.C_STORE_RQ,
+            "MessageID": message_id,
+            "AffectedSOPClassUID": item.sop_class_uid,
+            "AffectedSOPInstanceUID": item.sop_instance_uid,
+            "Priority": 0,
+        }
+        if move_originator is not None:
+            command["MoveOriginatorApplicationEntityTitle"] = move_originator[0]
+            command["MoveOriginatorMessageID"] = move_originator[1]
+        assoc.send(context.id, command, data)
+        try:
+            reply = assoc.receive()
+        except TimeoutError as exc:
+            raise Aborted("no C-STORE response in time") from exc
+        status = int(reply.command.get("Status", 0xC000))
+        if status == 0:
+            return 0, ""
+        if status & 0xF000 == 0xB000:
+            return 1, f"warning 0x{status:04X}"
+        comment = str(reply.command.get("ErrorComment", ""))
+        return 2, f"status 0x{status:04X}" + (f": {comment}" if comment else "")

@@ -1,0 +1,227 @@
+"""The Index port: the database of identity, instances, change feed, audit and nodes.
+
+An :class:`Index` hands out units of work (:class:`IndexSession`); everything done in
+one unit commits or rolls back together (ARCHITECTURE.md section 3, step 3). Sessions
+opened with ``write=True`` take the write lock at once (SQLite ``BEGIN IMMEDIATE``),
+so that a unit of work never fails half way for lack of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from openpacs.domain.matching import Query
+from openpacs.domain.records import (
+    Actor,
+    BlobRef,
+    Change,
+    Node,
+    PatientIdentifier,
+    Stats,
+    StoredInstance,
+)
+from openpacs.domain.tags import Level
+
+
+@dataclass
+class PatientRow:
+    """A patient with its attribute set and identifiers."""
+
+    pk: int
+    attrs: dict[str, Any]
+    identifiers: list[PatientIdentifier]
+    merged_into_pk: int | None = None
+
+
+@dataclass
+class StudyRow:
+    """A study with its attribute set."""
+
+    pk: int
+    uid: str
+    patient_pk: int
+    attrs: dict[str, Any]
+
+
+@dataclass
+class SeriesRow:
+    """A series with its attribute set."""
+
+    pk: int
+    uid: str
+    study_pk: int
+    attrs: dict[str, Any]
+
+
+@dataclass
+class InstanceBrief:
+    """What the duplicate check needs of a stored instance."""
+
+    pk: int
+    sop_instance_uid: str
+    series_pk: int
+    checksum: str
+    blob: BlobRef
+    transfer_syntax_uid: str
+
+
+@dataclass
+class NewInstance:
+    """An instance row to insert (or to replace an existing one with)."""
+
+    series_pk: int
+    sop_instance_uid: str
+    sop_class_uid: str
+    instance_number: int | None
+    transfer_syntax_uid: str
+    header: dict[str, Any]
+    source_ae_title: str
+    received_at: datetime
+    blob: BlobRef
+    checksum: str
+
+
+@dataclass
+class CountDelta:
+    """Aggregate changes of one series (and its study and patient) in a unit of work."""
+
+    patient_pk: int
+    study_pk: int
+    series_pk: int
+    new_studies: int = 0
+    new_series: int = 0
+    new_instances: int = 0
+    size_bytes: int = 0
+    modalities: set[str] = field(default_factory=set)
+    sop_classes: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One audit entry (who, what, on which resources, with which outcome)."""
+
+    time: datetime
+    actor: Actor
+    action: str
+    outcome: str
+    resources: list[dict[str, str]]
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChangeRecord:
+    """A change to publish on the feed, in the transaction of the change itself."""
+
+    change_type: str
+    level: Level
+    resource: str
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """An identity conflict flagged for reconciliation."""
+
+    kind: str
+    patient_pk: int | None
+    study_instance_uid: str
+    sop_instance_uid: str
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PendingDeletion:
+    """A blob due for removal once ``not_before`` has passed."""
+
+    pk: int
+    store: str
+    key: str
+    not_before: datetime
+    reason: str
+
+
+@dataclass
+class MatchRow:
+    """One answer of a query: the attribute sets down to the query level, and the aggregates."""
+
+    patient: dict[str, Any]
+    study: dict[str, Any] = field(default_factory=dict)
+    series: dict[str, Any] = field(default_factory=dict)
+    instance: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)
+
+
+class IndexSession(Protocol):
+    """One unit of work on the index."""
+
+    # -- ingest ------------------------------------------------------------------------
+    def instance_brief(self, sop_instance_uid: str) -> InstanceBrief | None: ...
+    def study(self, uid: str) -> StudyRow | None: ...
+    def series(self, uid: str) -> SeriesRow | None: ...
+    def patient(self, pk: int) -> PatientRow: ...
+    def patients_with_identifier(self, value: str) -> list[PatientRow]: ...
+    def create_patient(self, attrs: dict[str, Any], now: datetime) -> int: ...
+    def add_identifier(self, patient_pk: int, identifier: PatientIdentifier, now: datetime) -> None: ...
+    def set_patient_attrs(self, pk: int, attrs: dict[str, Any], now: datetime) -> None: ...
+    def create_study(self, patient_pk: int, attrs: dict[str, Any], now: datetime) -> int: ...
+    def set_study_attrs(self, pk: int, attrs: dict[str, Any], now: datetime) -> None: ...
+    def create_series(self, study_pk: int, attrs: dict[str, Any], source_ae_title: str, now: datetime) -> int: ...
+    def set_series_attrs(self, pk: int, attrs: dict[str, Any], now: datetime) -> None: ...
+    def insert_instances(self, rows: Sequence[NewInstance]) -> None: ...
+    def replace_instance(self, pk: int, row: NewInstance) -> None: ...
+    def add_counts(self, deltas: Sequence[CountDelta], now: datetime) -> None: ...
+    def add_changes(self, changes: Sequence[ChangeRecord], now: datetime) -> None: ...
+    def add_audit(self, records: Sequence[AuditRecord]) -> None: ...
+    def flag_conflicts(self, conflicts: Sequence[Conflict], now: datetime) -> None: ...
+    def add_pending_deletions(
+        self, blobs: Sequence[tuple[BlobRef, str]], not_before: datetime, now: datetime
+    ) -> None: ...
+
+    # -- query and retrieve ------------------------------------------------------------
+    def find(
+        self, query: Query, *, fold_names: bool, limit: int | None = None, offset: int = 0
+    ) -> Iterator[MatchRow]: ...
+    def stored_instances(self, level: Level, uids: Sequence[str]) -> list[StoredInstance]: ...
+    def stats(self) -> Stats: ...
+    def open_conflicts(self) -> list[Conflict]: ...
+
+    # -- change feed and audit ---------------------------------------------------------
+    def changes_since(self, seq: int, limit: int) -> list[Change]: ...
+    def last_change_seq(self) -> int: ...
+    def checkpoint(self, consumer: str) -> int: ...
+    def set_checkpoint(self, consumer: str, seq: int, now: datetime) -> None: ...
+    def audit_entries(self, since_pk: int = 0, limit: int = 1000) -> list[dict[str, Any]]: ...
+
+    # -- storage housekeeping ----------------------------------------------------------
+    def due_deletions(self, now: datetime, limit: int) -> list[PendingDeletion]: ...
+    def remove_pending_deletions(self, pks: Sequence[int]) -> None: ...
+    def keys_in_use(self, store: str, keys: Sequence[str]) -> set[str]: ...
+    def keys_pending(self, store: str, keys: Sequence[str]) -> set[str]: ...
+    def all_locations(self, store: str, after_pk: int, limit: int) -> list[tuple[int, str, int]]: ...
+
+    # -- nodes -------------------------------------------------------------------------
+    def nodes(self) -> list[Node]: ...
+    def node(self, name: str) -> Node | None: ...
+    def node_by_ae_title(self, ae_title: str) -> Node | None: ...
+    def add_node(self, node: Node, now: datetime) -> None: ...
+    def remove_node(self, name: str) -> bool: ...
+
+
+class Index(Protocol):
+    """A database holding the index."""
+
+    @property
+    def dialect(self) -> str: ...
+    def session(self, *, write: bool = False) -> AbstractContextManager[IndexSession]: ...
+    def try_lease(self, name: str, holder: str, ttl_seconds: float) -> bool: ...
+    def release_lease(self, name: str, holder: str) -> None: ...
+    def close(self) -> None: ...
+
+
+def iter_chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
+    """Split a long list of keys for IN clauses."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

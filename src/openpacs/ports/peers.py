@@ -1,0 +1,68 @@
+"""Ports to remote systems: DICOM peers (C-ECHO, C-STORE as SCU)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class PeerAddress:
+    """How to reach a DICOM application entity."""
+
+    ae_title: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class OutgoingInstance:
+    """One instance to send: its identity, its stored encoding, and a way to get its bytes.
+
+    ``data(accepted)`` returns the Part 10 bytes to send in one of the ``accepted``
+    transfer syntaxes (the stored one when possible, else a lossless transcoding), or
+    raises when none can be produced.
+    """
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    data: Callable[[tuple[str, ...]], tuple[str, bytes]]
+
+
+@dataclass
+class SendResult:
+    """What happened to each instance of a C-STORE batch."""
+
+    completed: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # SOP Instance UID -> reason
+
+    @property
+    def attempted(self) -> int:
+        """How many instances were tried."""
+        return len(self.completed) + len(self.warnings) + len(self.failed)
+
+
+class DicomPeer(Protocol):
+    """Outbound DICOM: what the archive asks of other AEs."""
+
+    def echo(self, peer: PeerAddress, *, timeout: float = 10.0) -> None:
+        """C-ECHO; raises PeerError with a reason a PACS administrator understands."""
+        ...
+
+    def send(
+        self,
+        peer: PeerAddress,
+        instances: Iterable[OutgoingInstance],
+        *,
+        move_originator: tuple[str, int] | None = None,
+        progress: Callable[[str, int], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> SendResult:
+        """C-STORE every instance over one association (PS3.4 B.2)."""
+        ...

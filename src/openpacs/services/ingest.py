@@ -1,0 +1,237 @@
+"""IngestService: the one way an instance enters the archive (ARCHITECTURE.md section 3).
+
+C-STORE, STOW-RS, ``openpacs import`` and retrieval from peers all end in
+:meth:`IngestService.store`: vet the header, write the bytes as received (durably),
+then one index transaction (shared with concurrent stores) with the identity, the
+instance, its location, aggregates, audit and change feed rows. Success is returned
+only after that commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from openpacs.domain import dicom_json as dj
+from openpacs.domain.errors import DuplicateRejected, InstanceTooLarge, OutOfResources, SopClassMismatch
+from openpacs.domain.part10 import ParsedInstance, parse_part10
+from openpacs.domain.records import BlobRef, Origin, StoreOutcome, StoreStatus
+from openpacs.domain.tags import Level, json_key, tag_of
+from openpacs.ports.blobstore import BlobStore, StorageFull
+from openpacs.ports.index import AuditRecord, ChangeRecord, Index, IndexSession, InstanceBrief, NewInstance
+from openpacs.services.commit import Batch, GroupCommitter
+from openpacs.services.identity import MODALITY, Attacher
+
+log = logging.getLogger(__name__)
+
+_INSTANCE_NUMBER = json_key(tag_of("InstanceNumber"))
+
+
+@dataclass(frozen=True)
+class IngestPolicy:
+    """The receive policy (settings [dicom] and [storage])."""
+
+    duplicate_policy: str = "keep-first"
+    max_instance_bytes: int = 4 * 1024**3
+    max_nesting_depth: int = 12
+    bulk_data_threshold: int = 1024
+
+
+class IngestService:
+    """Stores instances; thread-safe."""
+
+    def __init__(
+        self,
+        index: Index,
+        blobs: BlobStore,
+        committer: GroupCommitter,
+        policy: IngestPolicy,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._index = index
+        self._blobs = blobs
+        self._committer = committer
+        self._policy = policy
+        self._clock = clock
+
+    @property
+    def policy(self) -> IngestPolicy:
+        """The receive policy in force."""
+        return self._policy
+
+    def parse(self, data: bytes | memoryview, *, transfer_syntax_uid: str | None = None) -> ParsedInstance:
+        """Vet a Part 10 stream against the limits; raise the error a door reports."""
+        if len(data) > self._policy.max_instance_bytes:
+            raise InstanceTooLarge(
+                f"the instance has {len(data)} bytes, more than the limit of {self._policy.max_instance_bytes}"
+            )
+        return parse_part10(
+            data,
+            bulk_threshold=self._policy.bulk_data_threshold,
+            max_depth=self._policy.max_nesting_depth,
+            transfer_syntax_uid=transfer_syntax_uid,
+        )
+
+    def store(
+        self,
+        data: bytes,
+        origin: Origin,
+        *,
+        expected_sop_class_uid: str | None = None,
+        expected_sop_instance_uid: str | None = None,
+    ) -> StoreOutcome:
+        """Store one Part 10 instance (File Meta + data set, as received).
+
+        Raises an OpenPacsError subclass carrying the DIMSE and HTTP status when the
+        instance is refused; nothing is changed then.
+        """
+        parsed = self.parse(data)
+        if expected_sop_class_uid and parsed.sop_class_uid != expected_sop_class_uid:
+            raise SopClassMismatch(
+                f"the data set's SOP Class UID {parsed.sop_class_uid} differs from the request's "
+                f"Affected SOP Class UID {expected_sop_class_uid}"
+            )
+        if expected_sop_instance_uid and parsed.sop_instance_uid != expected_sop_instance_uid:
+            raise SopClassMismatch(
+                f"the data set's SOP Instance UID {parsed.sop_instance_uid} differs from the request's "
+                f"Affected SOP Instance UID {expected_sop_instance_uid}"
+            )
+        checksum = hashlib.sha256(data).hexdigest()
+        with self._index.session() as session:
+            existing = session.instance_brief(parsed.sop_instance_uid)
+        if existing is not None and self._policy.duplicate_policy != "overwrite":
+            return self._duplicate(parsed, origin, existing, checksum)
+
+        now = self._clock()
+        key = self._blobs.new_key(now)
+        try:
+            self._blobs.put(key, data)
+        except StorageFull as exc:
+            raise OutOfResources(f"storage is full: {exc}") from exc
+        blob = BlobRef(self._blobs.name, key, len(data))
+        try:
+            return self._committer.submit(lambda s, b: self._apply(s, b, parsed, origin, blob, checksum))
+        except BaseException:
+            self._revoke(blob)
+            raise
+
+    def _duplicate(
+        self, parsed: ParsedInstance, origin: Origin, existing: InstanceBrief, checksum: str
+    ) -> StoreOutcome:
+        differs = existing.checksum != checksum
+        if self._policy.duplicate_policy == "reject":
+            self._committer.submit(lambda _s, b: self._audit(b, parsed, origin, "duplicate-rejected"))
+            raise DuplicateRejected(f"SOP Instance {parsed.sop_instance_uid} is already stored")
+        status = StoreStatus.DUPLICATE_DIFFERS if differs else StoreStatus.DUPLICATE
+        self._committer.submit(lambda _s, b: self._audit(b, parsed, origin, str(status)))
+        if differs:
+            log.warning(
+                "duplicate SOP Instance %s from %s differs from the stored copy; the first copy is kept",
+                parsed.sop_instance_uid,
+                origin.actor.id,
+            )
+        return StoreOutcome(
+            status,
+            parsed.sop_instance_uid,
+            parsed.study_instance_uid,
+            warning="a different instance with this SOP Instance UID is already stored" if differs else "",
+        )
+
+    def _revoke(self, blob: BlobRef) -> None:
+        """A blob whose transaction did not commit goes to pending deletion (the sweeper removes it)."""
+        try:
+            with self._index.session(write=True) as session:
+                now = self._clock()
+                session.add_pending_deletions([(blob, "transaction did not commit")], now, now)
+        except Exception:
+            log.exception("could not queue %s for deletion; the orphan scan will remove it", blob.key)
+
+    def _audit(self, batch: Batch, parsed: ParsedInstance, origin: Origin, outcome: str) -> None:
+        batch.audit.append(
+            AuditRecord(
+                time=batch.now,
+                actor=origin.actor,
+                action="store",
+                outcome=outcome,
+                resources=[
+                    {"level": "IMAGE", "uid": parsed.sop_instance_uid},
+                    {"level": "STUDY", "uid": parsed.study_instance_uid},
+                ],
+                details={"transport": origin.transport, "called_ae": origin.called_ae},
+            )
+        )
+
+    def _apply(
+        self,
+        session: IndexSession,
+        batch: Batch,
+        parsed: ParsedInstance,
+        origin: Origin,
+        blob: BlobRef,
+        checksum: str,
+    ) -> StoreOutcome:
+        sop_uid = parsed.sop_instance_uid
+        in_batch = sop_uid in batch.sop_instance_uids
+        existing = None if in_batch else session.instance_brief(sop_uid)
+        if in_batch or existing is not None:
+            # a concurrent store of the same instance committed first
+            if self._policy.duplicate_policy == "reject":
+                raise DuplicateRejected(f"SOP Instance {sop_uid} is already stored")
+            if existing is None or self._policy.duplicate_policy == "keep-first":
+                batch.revoked.append((blob, "duplicate of a concurrent store"))
+                differs = existing is not None and existing.checksum != checksum
+                status = StoreStatus.DUPLICATE_DIFFERS if differs else StoreStatus.DUPLICATE
+                self._audit(batch, parsed, origin, str(status))
+                return StoreOutcome(status, sop_uid, parsed.study_instance_uid)
+
+        attachment = Attacher(session, batch).attach(parsed.header, sop_uid, origin.default_issuer, origin.calling_ae)
+        number = dj.first(parsed.header, _INSTANCE_NUMBER)
+        row = NewInstance(
+            series_pk=attachment.series_pk,
+            sop_instance_uid=sop_uid,
+            sop_class_uid=parsed.sop_class_uid,
+            instance_number=number if isinstance(number, int) else None,
+            transfer_syntax_uid=parsed.transfer_syntax_uid,
+            header=parsed.header,
+            source_ae_title=origin.calling_ae,
+            received_at=batch.now,
+            blob=blob,
+            checksum=checksum,
+        )
+        batch.sop_instance_uids.add(sop_uid)
+        batch.conflicts.extend(attachment.conflicts)
+        if existing is not None:
+            session.replace_instance(existing.pk, row)
+            batch.superseded.append((existing.blob, "replaced by a newer copy (overwrite policy)"))
+            batch.changes.append(ChangeRecord("instance_replaced", Level.IMAGE, sop_uid))
+            self._audit(batch, parsed, origin, str(StoreStatus.REPLACED))
+            return StoreOutcome(StoreStatus.REPLACED, sop_uid, parsed.study_instance_uid)
+
+        batch.instances.append(row)
+        delta = batch.delta(attachment.patient_pk, attachment.study_pk, attachment.series_pk)
+        delta.new_instances += 1
+        delta.size_bytes += blob.size
+        delta.sop_classes.add(parsed.sop_class_uid)
+        if attachment.new_study:
+            delta.new_studies += 1
+        if attachment.new_series:
+            delta.new_series += 1
+            delta.modalities.add(dj.text(parsed.header, MODALITY))
+        if attachment.new_patient:
+            batch.changes.append(ChangeRecord("patient_created", Level.PATIENT, str(attachment.patient_pk)))
+        if attachment.new_study:
+            batch.changes.append(ChangeRecord("study_created", Level.STUDY, parsed.study_instance_uid))
+        if attachment.new_series:
+            batch.changes.append(ChangeRecord("series_created", Level.SERIES, parsed.series_instance_uid))
+        batch.changes.append(ChangeRecord("instance_stored", Level.IMAGE, sop_uid))
+        outcome = "success-identity-conflict" if attachment.conflicts else "success"
+        self._audit(batch, parsed, origin, outcome)
+        return StoreOutcome(
+            StoreStatus.STORED,
+            sop_uid,
+            parsed.study_instance_uid,
+            identity_conflict=bool(attachment.conflicts),
+        )

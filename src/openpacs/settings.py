@@ -1,0 +1,205 @@
+"""The one Settings tree: defaults, a TOML file, ``OPENPACS_*`` environment variables.
+
+Precedence, highest first: command line options, environment variables, the TOML
+file named by ``--config`` or ``OPENPACS_CONFIG``, the defaults below. Every field is
+documented in ``docs/configuration.md`` (a test fails when one is not).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class DicomSettings(BaseModel):
+    """The DICOM upper layer service (PS3.8) and the storage policy of the archive."""
+
+    max_pdu_length: int = Field(
+        1_048_576,
+        ge=4096,
+        description="Maximum PDU length we accept (PS3.8 D.1); large PDUs are much faster.",
+    )
+    accept_unknown_calling_aes: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description=(
+            "Whether calling AE titles that are not configured nodes may echo, store, "
+            "find and get. 'auto': yes while the server listens on loopback only."
+        ),
+    )
+    duplicate_policy: Literal["keep-first", "overwrite", "reject"] = Field(
+        "keep-first",
+        description="What a C-STORE of an already stored SOP Instance UID does.",
+    )
+    max_instance_bytes: int = Field(4 * 1024**3, ge=1024, description="Largest instance accepted, in bytes.")
+    max_nesting_depth: int = Field(12, ge=1, le=64, description="Deepest sequence nesting accepted in a data set.")
+    bulk_data_threshold: int = Field(
+        1024,
+        ge=64,
+        description=(
+            "Binary values longer than this many bytes are left out of the header kept "
+            "in the index (they stay in the stored file)."
+        ),
+    )
+    acse_timeout: float = Field(30.0, gt=0, description="Seconds to wait for association negotiation.")
+    dimse_timeout: float = Field(60.0, gt=0, description="Seconds to wait for a DIMSE response.")
+    network_timeout: float = Field(120.0, gt=0, description="Seconds of silence after which an association is aborted.")
+    fast_path: bool = Field(
+        True,
+        description=(
+            "Serve the data phase of C-STORE with the purpose-built fast path "
+            "(ADR 0004); pynetdicom serves it when false."
+        ),
+    )
+    max_associations: int = Field(64, ge=1, description="Concurrent associations accepted.")
+
+
+class StorageSettings(BaseModel):
+    """Where instance files are kept."""
+
+    kind: Literal["filesystem"] = Field("filesystem", description="Blob store technology.")
+    path: Path | None = Field(None, description="Folder of the filesystem store (default DATA_DIR/storage).")
+    fsync: bool = Field(
+        True,
+        description="fsync each file and its folder before acknowledging. Turn off only for tests of throwaway data.",
+    )
+    deletion_grace_seconds: float = Field(
+        600.0, ge=0, description="Seconds a superseded or orphaned file is kept before removal."
+    )
+    sweep_interval_seconds: float = Field(
+        60.0, gt=0, description="Seconds between runs of the pending-deletion sweeper."
+    )
+    orphan_scan_hours: int = Field(
+        24, ge=1, description="How many hours of recent storage the orphan scan looks at on start."
+    )
+
+
+class IdentitySettings(BaseModel):
+    """Patient identifier domains (ADR 0002)."""
+
+    default_issuer: str = Field(
+        "", description="Issuer of Patient ID applied when an object carries none (namespace ID)."
+    )
+    default_issuer_universal_id: str = Field("", description="Universal Entity ID of the default issuer (e.g. an OID).")
+    default_issuer_universal_id_type: str = Field(
+        "", description="Universal Entity ID Type of the default issuer (e.g. ISO)."
+    )
+    person_name_case_sensitive: bool = Field(
+        False, description="Person name matching in queries is case sensitive when true."
+    )
+
+
+class NodeSeed(BaseModel):
+    """A DICOM node created on start when no node of that name exists yet."""
+
+    name: str = Field(description="Unique name of the node.")
+    ae_title: str = Field(description="Its AE title.")
+    host: str = Field(description="Host name or address.")
+    port: int = Field(ge=1, le=65535, description="TCP port of its DICOM service.")
+    allow_store: bool = Field(True, description="It may send us instances (C-STORE).")
+    allow_find: bool = Field(True, description="It may query (C-FIND).")
+    allow_get: bool = Field(True, description="It may retrieve with C-GET and C-MOVE.")
+    allow_move_destination: bool = Field(True, description="It may be the destination of a C-MOVE.")
+    check_host: bool = Field(False, description="Refuse associations with its AE title from other addresses.")
+    default_issuer: str = Field("", description="Issuer of Patient ID for its objects that carry none.")
+
+
+class HttpSettings(BaseModel):
+    """The HTTP service (health, and later the APIs and the console)."""
+
+    access_log: bool = Field(False, description="Log every HTTP request.")
+
+
+class Settings(BaseSettings):
+    """Everything OpenPACS can be told. See docs/configuration.md."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="OPENPACS_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+    toml_file: ClassVar[Path | None] = None
+
+    data_dir: Path = Field(Path("openpacs-data"), description="Folder of the embedded index and files.")
+    host: str = Field("127.0.0.1", description="Address every listener binds to.")
+    dicom_port: int = Field(11112, ge=0, le=65535, description="DICOM (DIMSE) port.")
+    http_port: int = Field(8042, ge=0, le=65535, description="HTTP port.")
+    hl7_port: int = Field(2575, ge=0, le=65535, description="HL7 MLLP port (reserved).")
+    ae_title: str = Field("OPENPACS", description="Our AE title.")
+    database_url: str | None = Field(
+        None,
+        description=(
+            "SQLAlchemy URL of the index (postgresql+psycopg://...); default an SQLite file DATA_DIR/index.sqlite3."
+        ),
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    node_name: str = Field("", description="Name of this node in logs and leases (default host name).")
+    dicom: DicomSettings = Field(default_factory=DicomSettings, description="DICOM service.")  # type: ignore[arg-type]
+    storage: StorageSettings = Field(default_factory=StorageSettings, description="File storage.")  # type: ignore[arg-type]
+    identity: IdentitySettings = Field(default_factory=IdentitySettings, description="Patient identity.")  # type: ignore[arg-type]
+    http: HttpSettings = Field(default_factory=HttpSettings, description="HTTP service.")  # type: ignore[arg-type]
+    nodes: list[NodeSeed] = Field(default_factory=list, description="DICOM nodes seeded on start.")
+
+    @field_validator("ae_title")
+    @classmethod
+    def _valid_ae_title(cls, value: str) -> str:
+        value = value.strip()
+        if not value or len(value) > 16 or "\\" in value:
+            raise ValueError("an AE title has 1 to 16 characters and no backslash")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls.toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls.toml_file))
+        return tuple(sources)
+
+    @property
+    def effective_database_url(self) -> str:
+        """The index URL, with the embedded SQLite default filled in."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'index.sqlite3').resolve()}"
+
+    @property
+    def storage_path(self) -> Path:
+        """The folder of the filesystem blob store."""
+        return (self.storage.path or self.data_dir / "storage").resolve()
+
+    @property
+    def effective_node_name(self) -> str:
+        """This node's name."""
+        return self.node_name or os.uname().nodename
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the Settings from a TOML file (or ``OPENPACS_CONFIG``), the environment and overrides.
+
+    Overrides whose value is ``None`` are ignored, so that command line options that
+    were not given leave the environment and the file in charge.
+    """
+    path = config_file or (Path(os.environ["OPENPACS_CONFIG"]) if os.environ.get("OPENPACS_CONFIG") else None)
+    if path is not None and not path.is_file():
+        raise FileNotFoundError(f"configuration file not found: {path}")
+
+    class _Settings(Settings):
+        toml_file: ClassVar[Path | None] = path
+
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return _Settings(**given)

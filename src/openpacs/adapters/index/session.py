@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from openpacs.adapters.index import columns as cols
+from openpacs.adapters.index import statements as q
 from openpacs.adapters.index import tables as t
 from openpacs.adapters.index.search import find_rows, load_stored_instances
 from openpacs.domain.matching import Query
@@ -52,21 +53,7 @@ class SqlIndexSession:
     # -- ingest: reads ------------------------------------------------------------------
 
     def instance_brief(self, sop_instance_uid: str) -> InstanceBrief | None:
-        i, loc = t.instance, t.location
-        row = self.connection.execute(
-            sa.select(
-                i.c.pk,
-                i.c.series_pk,
-                i.c.transfer_syntax_uid,
-                loc.c.store,
-                loc.c.key,
-                loc.c.size,
-                loc.c.checksum,
-            )
-            .join(loc, loc.c.instance_pk == i.c.pk)
-            .where(i.c.sop_instance_uid == sop_instance_uid)
-            .limit(1)
-        ).first()
+        row = self.connection.execute(q.INSTANCE_BRIEF, {"b_uid": sop_instance_uid}).first()
         if row is None:
             return None
         return InstanceBrief(
@@ -79,108 +66,90 @@ class SqlIndexSession:
         )
 
     def study(self, uid: str) -> StudyRow | None:
-        s = t.study
-        row = self.connection.execute(
-            sa.select(s.c.pk, s.c.patient_pk, s.c.attrs).where(s.c.study_instance_uid == uid)
-        ).first()
+        row = self.connection.execute(q.STUDY_BY_UID, {"b_uid": uid}).first()
         return None if row is None else StudyRow(row.pk, uid, row.patient_pk, row.attrs)
 
     def series(self, uid: str) -> SeriesRow | None:
-        s = t.series
-        row = self.connection.execute(
-            sa.select(s.c.pk, s.c.study_pk, s.c.attrs).where(s.c.series_instance_uid == uid)
-        ).first()
+        row = self.connection.execute(q.SERIES_BY_UID, {"b_uid": uid}).first()
         return None if row is None else SeriesRow(row.pk, uid, row.study_pk, row.attrs)
 
-    def _identifiers(self, patient_pks: Sequence[int]) -> dict[int, list[PatientIdentifier]]:
-        pi = t.patient_identifier
-        found: dict[int, list[PatientIdentifier]] = {pk: [] for pk in patient_pks}
-        rows = self.connection.execute(sa.select(pi).where(pi.c.patient_pk.in_(list(patient_pks))).order_by(pi.c.pk))
-        for row in rows:
-            found[row.patient_pk].append(
-                PatientIdentifier(
-                    row.value,
-                    Issuer(row.issuer_namespace, row.issuer_universal_id, row.issuer_universal_id_type),
-                    row.type_code,
-                )
+    def _identifiers(self, patient_pk: int) -> list[PatientIdentifier]:
+        return [
+            PatientIdentifier(
+                row.value,
+                Issuer(row.issuer_namespace, row.issuer_universal_id, row.issuer_universal_id_type),
+                row.type_code,
             )
-        return found
+            for row in self.connection.execute(q.IDENTIFIERS_OF, {"b_pk": patient_pk})
+        ]
 
     def patient(self, pk: int) -> PatientRow:
-        p = t.patient
-        row = self.connection.execute(sa.select(p.c.pk, p.c.attrs, p.c.merged_into_pk).where(p.c.pk == pk)).one()
-        return PatientRow(row.pk, row.attrs, self._identifiers([pk])[pk], row.merged_into_pk)
+        row = self.connection.execute(q.PATIENT_BY_PK, {"b_pk": pk}).one()
+        return PatientRow(row.pk, row.attrs, self._identifiers(pk), row.merged_into_pk)
 
     def patients_with_identifier(self, value: str) -> list[PatientRow]:
-        p, pi = t.patient, t.patient_identifier
-        rows = self.connection.execute(
-            sa.select(p.c.pk, p.c.attrs, p.c.merged_into_pk)
-            .where(p.c.pk.in_(sa.select(pi.c.patient_pk).where(pi.c.value == value)))
-            .order_by(p.c.pk)
-        ).all()
-        identifiers = self._identifiers([r.pk for r in rows])
-        return [PatientRow(r.pk, r.attrs, identifiers[r.pk], r.merged_into_pk) for r in rows]
+        pks = self.connection.execute(q.PATIENTS_WITH_IDENTIFIER, {"b_value": value}).scalars().all()
+        return [self.patient(pk) for pk in pks]
 
     # -- ingest: writes -----------------------------------------------------------------
 
     def create_patient(self, attrs: dict[str, Any], now: datetime) -> int:
         result = self.connection.execute(
-            sa.insert(t.patient).values(attrs=attrs, created_at=now, updated_at=now, **cols.patient_columns(attrs))
+            q.INSERT_PATIENT, {"attrs": attrs, "created_at": now, "updated_at": now, **cols.patient_columns(attrs)}
         )
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def add_identifier(self, patient_pk: int, identifier: PatientIdentifier, now: datetime) -> None:
         self.connection.execute(
-            sa.insert(t.patient_identifier).values(
-                patient_pk=patient_pk,
-                value=identifier.value[:64],
-                issuer_namespace=identifier.issuer.namespace[:64],
-                issuer_universal_id=identifier.issuer.universal_id[:64],
-                issuer_universal_id_type=identifier.issuer.universal_id_type[:16],
-                type_code=identifier.type_code[:16],
-                created_at=now,
-            )
+            q.INSERT_IDENTIFIER,
+            {
+                "patient_pk": patient_pk,
+                "value": identifier.value[:64],
+                "issuer_namespace": identifier.issuer.namespace[:64],
+                "issuer_universal_id": identifier.issuer.universal_id[:64],
+                "issuer_universal_id_type": identifier.issuer.universal_id_type[:16],
+                "type_code": identifier.type_code[:16],
+                "created_at": now,
+            },
         )
 
     def set_patient_attrs(self, pk: int, attrs: dict[str, Any], now: datetime) -> None:
         self.connection.execute(
-            sa.update(t.patient)
-            .where(t.patient.c.pk == pk)
-            .values(attrs=attrs, updated_at=now, **cols.patient_columns(attrs))
+            q.UPDATE_PATIENT, {"b_pk": pk, "attrs": attrs, "updated_at": now, **cols.patient_columns(attrs)}
         )
 
     def create_study(self, patient_pk: int, attrs: dict[str, Any], now: datetime) -> int:
         result = self.connection.execute(
-            sa.insert(t.study).values(
-                study_instance_uid=cols_text(attrs, cols.STUDY_UID),
-                patient_pk=patient_pk,
-                attrs=attrs,
-                created_at=now,
-                updated_at=now,
-                last_instance_at=now,
+            q.INSERT_STUDY,
+            {
+                "study_instance_uid": cols_text(attrs, cols.STUDY_UID),
+                "patient_pk": patient_pk,
+                "attrs": attrs,
+                "created_at": now,
+                "updated_at": now,
+                "last_instance_at": now,
                 **cols.study_columns(attrs),
-            )
+            },
         )
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def set_study_attrs(self, pk: int, attrs: dict[str, Any], now: datetime) -> None:
         self.connection.execute(
-            sa.update(t.study)
-            .where(t.study.c.pk == pk)
-            .values(attrs=attrs, updated_at=now, **cols.study_columns(attrs))
+            q.UPDATE_STUDY, {"b_pk": pk, "attrs": attrs, "updated_at": now, **cols.study_columns(attrs)}
         )
 
     def create_series(self, study_pk: int, attrs: dict[str, Any], source_ae_title: str, now: datetime) -> int:
         result = self.connection.execute(
-            sa.insert(t.series).values(
-                series_instance_uid=cols_text(attrs, cols.SERIES_UID),
-                study_pk=study_pk,
-                attrs=attrs,
-                source_ae_title=source_ae_title[:16],
-                created_at=now,
-                updated_at=now,
+            q.INSERT_SERIES,
+            {
+                "series_instance_uid": cols_text(attrs, cols.SERIES_UID),
+                "study_pk": study_pk,
+                "attrs": attrs,
+                "source_ae_title": source_ae_title[:16],
+                "created_at": now,
+                "updated_at": now,
                 **cols.series_columns(attrs),
-            )
+            },
         )
         pk = int(result.inserted_primary_key[0])  # type: ignore[index]
         self._write_requests(pk, attrs)
@@ -189,22 +158,20 @@ class SqlIndexSession:
     def _write_requests(self, series_pk: int, attrs: dict[str, Any]) -> None:
         requests = cols.series_requests(attrs)
         if requests:
-            self.connection.execute(sa.insert(t.series_request), [{"series_pk": series_pk, **r} for r in requests])
+            self.connection.execute(q.INSERT_SERIES_REQUEST, [{"series_pk": series_pk, **r} for r in requests])
 
     def set_series_attrs(self, pk: int, attrs: dict[str, Any], now: datetime) -> None:
         self.connection.execute(
-            sa.update(t.series)
-            .where(t.series.c.pk == pk)
-            .values(attrs=attrs, updated_at=now, **cols.series_columns(attrs))
+            q.UPDATE_SERIES, {"b_pk": pk, "attrs": attrs, "updated_at": now, **cols.series_columns(attrs)}
         )
-        self.connection.execute(sa.delete(t.series_request).where(t.series_request.c.series_pk == pk))
+        self.connection.execute(q.DELETE_SERIES_REQUESTS, {"b_pk": pk})
         self._write_requests(pk, attrs)
 
     def insert_instances(self, rows: Sequence[NewInstance]) -> None:
         if not rows:
             return
         result = self.connection.execute(
-            sa.insert(t.instance).returning(t.instance.c.pk, sort_by_parameter_order=True),
+            q.INSERT_INSTANCES,
             [
                 {
                     "sop_instance_uid": r.sop_instance_uid,
@@ -221,7 +188,7 @@ class SqlIndexSession:
         )
         pks = [row[0] for row in result]
         self.connection.execute(
-            sa.insert(t.location),
+            q.INSERT_LOCATION,
             [
                 {
                     "instance_pk": pk,
@@ -251,50 +218,67 @@ class SqlIndexSession:
         )
         self.connection.execute(sa.delete(t.location).where(t.location.c.instance_pk == pk))
         self.connection.execute(
-            sa.insert(t.location).values(
-                instance_pk=pk,
-                store=row.blob.store,
-                key=row.blob.key,
-                size=row.blob.size,
-                checksum=row.checksum,
-                transfer_syntax_uid=row.transfer_syntax_uid,
-                created_at=row.received_at,
-            )
+            q.INSERT_LOCATION,
+            {
+                "instance_pk": pk,
+                "store": row.blob.store,
+                "key": row.blob.key,
+                "size": row.blob.size,
+                "checksum": row.checksum,
+                "transfer_syntax_uid": row.transfer_syntax_uid,
+                "created_at": row.received_at,
+            },
         )
 
     def add_counts(self, deltas: Sequence[CountDelta], now: datetime) -> None:
-        s, st, p = t.series, t.study, t.patient
+        studies: dict[int, dict[str, Any]] = {}
+        patients: dict[int, dict[str, Any]] = {}
         for d in deltas:
             if d.new_instances:
                 self.connection.execute(
-                    sa.update(s)
-                    .where(s.c.pk == d.series_pk)
-                    .values(num_instances=s.c.num_instances + d.new_instances, updated_at=now)
+                    q.BUMP_SERIES, {"b_pk": d.series_pk, "b_instances": d.new_instances, "b_now": now}
                 )
-            values: dict[str, Any] = {
-                "num_instances": st.c.num_instances + d.new_instances,
-                "num_series": st.c.num_series + d.new_series,
-                "size_bytes": st.c.size_bytes + d.size_bytes,
-                "last_instance_at": now,
-                "updated_at": now,
-            }
-            if d.modalities or d.sop_classes:
-                current = self.connection.execute(
-                    sa.select(st.c.modalities_in_study, st.c.sop_classes_in_study).where(st.c.pk == d.study_pk)
-                ).one()
-                values["modalities_in_study"] = _union(current.modalities_in_study, d.modalities)
-                values["sop_classes_in_study"] = _union(current.sop_classes_in_study, d.sop_classes)
-            self.connection.execute(sa.update(st).where(st.c.pk == d.study_pk).values(**values))
-            self.connection.execute(
-                sa.update(p)
-                .where(p.c.pk == d.patient_pk)
-                .values(
-                    num_studies=p.c.num_studies + d.new_studies,
-                    num_series=p.c.num_series + d.new_series,
-                    num_instances=p.c.num_instances + d.new_instances,
-                    updated_at=now,
-                )
+            study = studies.setdefault(
+                d.study_pk,
+                {
+                    "b_pk": d.study_pk,
+                    "b_instances": 0,
+                    "b_series": 0,
+                    "b_size": 0,
+                    "b_now": now,
+                    "modalities": set(),
+                    "sop_classes": set(),
+                },
             )
+            study["b_instances"] += d.new_instances
+            study["b_series"] += d.new_series
+            study["b_size"] += d.size_bytes
+            study["modalities"] |= d.modalities
+            study["sop_classes"] |= d.sop_classes
+            patient = patients.setdefault(
+                d.patient_pk, {"b_pk": d.patient_pk, "b_studies": 0, "b_series": 0, "b_instances": 0, "b_now": now}
+            )
+            patient["b_studies"] += d.new_studies
+            patient["b_series"] += d.new_series
+            patient["b_instances"] += d.new_instances
+        for study in studies.values():
+            modalities, sop_classes = study.pop("modalities"), study.pop("sop_classes")
+            self.connection.execute(q.BUMP_STUDY, study)
+            if modalities or sop_classes:
+                current = self.connection.execute(q.STUDY_AGGREGATES, {"b_pk": study["b_pk"]}).one()
+                merged_modalities = _union(current.modalities_in_study, modalities)
+                merged_sops = _union(current.sop_classes_in_study, sop_classes)
+                if (merged_modalities, merged_sops) != (current.modalities_in_study, current.sop_classes_in_study):
+                    self.connection.execute(
+                        q.UPDATE_STUDY,
+                        {
+                            "b_pk": study["b_pk"],
+                            "modalities_in_study": merged_modalities,
+                            "sop_classes_in_study": merged_sops,
+                        },
+                    )
+        for patient in patients.values():
+            self.connection.execute(q.BUMP_PATIENT, patient)
 
     def add_changes(self, changes: Sequence[ChangeRecord], now: datetime) -> None:
         """Append to the change feed with sequence numbers allocated under the counter's row lock.
@@ -304,13 +288,10 @@ class SqlIndexSession:
         """
         if not changes:
             return
-        cc = t.change_counter
-        last = self.connection.execute(
-            sa.update(cc).where(cc.c.id == 1).values(last_seq=cc.c.last_seq + len(changes)).returning(cc.c.last_seq)
-        ).scalar_one()
+        last = self.connection.execute(q.NEXT_CHANGE_SEQ, {"b_count": len(changes)}).scalar_one()
         first = last - len(changes) + 1
         self.connection.execute(
-            sa.insert(t.changes),
+            q.INSERT_CHANGES,
             [
                 {
                     "seq": first + n,
@@ -327,7 +308,7 @@ class SqlIndexSession:
         if not records:
             return
         self.connection.execute(
-            sa.insert(t.audit),
+            q.INSERT_AUDIT,
             [
                 {
                     "time": r.time,
@@ -347,7 +328,7 @@ class SqlIndexSession:
         if not conflicts:
             return
         self.connection.execute(
-            sa.insert(t.identity_conflict),
+            q.INSERT_CONFLICT,
             [
                 {
                     "kind": c.kind,
@@ -365,15 +346,9 @@ class SqlIndexSession:
         if not blobs:
             return
         self.connection.execute(
-            sa.insert(t.pending_deletion),
+            q.INSERT_PENDING_DELETION,
             [
-                {
-                    "store": b.store,
-                    "key": b.key,
-                    "not_before": not_before,
-                    "reason": reason[:200],
-                    "created_at": now,
-                }
+                {"store": b.store, "key": b.key, "not_before": not_before, "reason": reason[:200], "created_at": now}
                 for b, reason in blobs
             ],
         )

@@ -158,6 +158,15 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def wait_for_log(self, *texts: str, timeout: float = 10) -> str:
+        """The log once it contains every text (log lines are written when an association ends)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.log()
+            if all(t in log for t in texts) or time.monotonic() > deadline:
+                return log
+            time.sleep(0.05)
+
     def cli(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run an `openpacs` command against this server's data."""
         return run_cli(

@@ -125,6 +125,9 @@ class DimsePeer:
             return 2, exc.reason
         except OSError as exc:
             return 2, f"cannot read the stored file: {exc}"
+        except Exception as exc:
+            log.exception("cannot prepare %s for sending", item.sop_instance_uid)
+            return 2, f"cannot encode: {type(exc).__name__}"
         context = next(c for c in offered if c.transfer_syntax == syntax)
         message_id = assoc.next_message_id()
         command = {

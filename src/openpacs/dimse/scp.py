@@ -413,6 +413,9 @@ class ScpSession:
                     result.failed[instance.sop_instance_uid] = exc.reason
                 except OSError as exc:
                     result.failed[instance.sop_instance_uid] = f"cannot read the stored file: {exc}"
+                except Exception as exc:
+                    log.exception("cannot prepare %s for C-GET", instance.sop_instance_uid)
+                    result.failed[instance.sop_instance_uid] = f"cannot encode: {type(exc).__name__}"
                 else:
                     store_context = next(c for c in contexts if c.transfer_syntax == syntax)
                     status = self._sub_store(

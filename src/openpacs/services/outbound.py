@@ -19,6 +19,7 @@ from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filewriter import dcmwrite
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
@@ -138,23 +139,48 @@ class OutboundService:
     @staticmethod
     def _encode(ds: Dataset, stored: str, target: str) -> bytes:
         if stored != target and not tsx.is_uncompressed(stored):
-            ds.decompress()
+            ds.decompress(generate_instance_uid=False)
+            stored = tsx.EXPLICIT_LE
+        if (stored == tsx.EXPLICIT_BE) != (target == tsx.EXPLICIT_BE):
+            _swap_binary_values(ds)
         if not tsx.is_uncompressed(target):
-            ds.compress(UID(target))
+            ds.compress(UID(target), generate_instance_uid=False)
         if not hasattr(ds, "file_meta"):
             ds.file_meta = FileMetaDataset()
         ds.file_meta.TransferSyntaxUID = UID(target)
         buffer = io.BytesIO()
-        if target == tsx.DEFLATED_LE:
-            ds.save_as(buffer, enforce_file_format=False)
-            return _strip_meta(buffer.getvalue())
-        ds.save_as(
+        dcmwrite(
             buffer,
+            ds,
             implicit_vr=target == tsx.IMPLICIT_LE,
             little_endian=target != tsx.EXPLICIT_BE,
             enforce_file_format=False,
+            force_encoding=True,
         )
         return _strip_meta(buffer.getvalue())
+
+
+_WORD_SIZES = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+
+
+def _swap_binary_values(ds: Dataset) -> None:
+    """Swap the byte order of binary values for a little <-> big endian conversion (PS3.5 7.3).
+
+    pydicom re-encodes numbers, but keeps OW/OF/OL/OD/OV values as raw bytes.
+    """
+    import numpy as np
+
+    for element in ds:
+        if element.VR == "SQ":
+            for item in element.value:
+                _swap_binary_values(item)
+            continue
+        size = _WORD_SIZES.get(str(element.VR))
+        if element.tag == 0x7FE00010 and int(ds.get("BitsAllocated", 16)) in (32, 64):
+            size = int(ds.BitsAllocated) // 8
+        if size and element.value and len(element.value) % size == 0:
+            dtype = np.dtype(f"u{size}")
+            element.value = np.frombuffer(element.value, dtype=dtype).byteswap().tobytes()
 
 
 def _strip_meta(data: bytes) -> bytes:

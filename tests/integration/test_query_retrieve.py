@@ -3,6 +3,7 @@ character sets, C-CANCEL, move destinations, DCMTK's findscu/movescu/getscu."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pydicom
@@ -210,10 +211,10 @@ def test_movescu_to_a_node_added_while_running(loaded: ServerProcess, storescp: 
     assert "Received Final Move Response (Success)" in output, output
     files = storescp.wait_for(2)
     assert len(files) == 2
-    sent = {uid: data for uid, data in instances()}
+    sent = dict(instances())
     for path in files:
         received = pydicom.dcmread(path)
-        original = pydicom.dcmread(__import__("io").BytesIO(sent[received.SOPInstanceUID]))
+        original = pydicom.dcmread(io.BytesIO(sent[received.SOPInstanceUID]))
         for element in original:
             assert received[element.tag].value == element.value, element.keyword
         assert received.PixelData == original.PixelData

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import uvicorn
-
 from openpacs.adapters.index.engine import SqlIndex
 from openpacs.adapters.storage.filesystem import FilesystemBlobStore
 from openpacs.dimse.peer import DimsePeer
@@ -23,7 +21,6 @@ from openpacs.dimse.scp import DimseServices
 from openpacs.dimse.server import DimseConfig, DimseServer
 from openpacs.domain.records import Actor, ActorType, Issuer, Node
 from openpacs.ports.blobstore import BlobStore
-from openpacs.rest.app import create_app
 from openpacs.services.archive import ArchiveService
 from openpacs.services.commit import GroupCommitter
 from openpacs.services.importer import ImportService
@@ -189,14 +186,6 @@ class Housekeeping:
             self._stop.wait(storage.sweep_interval_seconds)
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: ours stops every door in order."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 def dimse_server(app: Application) -> DimseServer:
     """The DICOM listener of an application."""
     settings = app.settings
@@ -216,6 +205,17 @@ def dimse_server(app: Application) -> DimseServer:
 
 def serve(settings: Settings) -> None:
     """Run the server until SIGTERM or SIGINT."""
+    import uvicorn
+
+    from openpacs.rest.app import create_app
+
+    class _Server(uvicorn.Server):
+        """uvicorn without its own signal handling: ours stops every door in order."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
     app = build(settings)
     seed_nodes(app)
     dimse = dimse_server(app)

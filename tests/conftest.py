@@ -107,15 +107,32 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 # -- DCMTK -------------------------------------------------------------------------------
 
 
+def dcmtk_tool(name: str) -> str:
+    """The path of a DCMTK tool; pynetdicom installs apps of the same names in the venv, skip those."""
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != venv_bin)
+    found = shutil.which(name, path=path + os.pathsep + "/usr/bin")
+    if found is None:
+        raise FileNotFoundError(f"DCMTK's {name} is not installed")
+    return found
+
+
 @pytest.fixture(scope="session")
 def dcmtk() -> None:
-    require(shutil.which("storescu") is not None and shutil.which("findscu") is not None, "DCMTK (storescu, findscu)")
+    try:
+        dcmtk_tool("storescu")
+        dcmtk_tool("findscu")
+        present = True
+    except FileNotFoundError:
+        present = False
+    require(present, "DCMTK (storescu, findscu)")
 
 
 def run_dcmtk(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run a DCMTK tool with TCP_NODELAY=1 (DCMTK leaves Nagle on otherwise)."""
     env = {**os.environ, "TCP_NODELAY": "1"}
-    return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    command = [dcmtk_tool(args[0]), *args[1:]]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, check=False)
 
 
 # -- sample data -------------------------------------------------------------------------
@@ -314,7 +331,7 @@ def storescp(tmp_path: Path, dcmtk: None) -> Iterator[StoreScp]:
     out = tmp_path / "received"
     out.mkdir()
     process = subprocess.Popen(
-        ["storescp", "-aet", "DEST", "-od", str(out), str(port)],
+        [dcmtk_tool("storescp"), "-aet", "DEST", "-od", str(out), str(port)],
         env={**os.environ, "TCP_NODELAY": "1"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from pydicom.dataset import Dataset
 
-from conftest import ServerProcess, start_server
+from conftest import ServerProcess, dcmtk_tool, start_server
 from corpus import generate
 from dimse_client import c_find, c_get
 
@@ -52,7 +52,7 @@ def test_kill_during_burst_then_restart(database_url: str, tmp_path: Path) -> No
     with log_path.open("w") as log:
         sender = subprocess.Popen(
             [
-                "storescu",
+                dcmtk_tool("storescu"),
                 "-v",
                 "-aec",
                 "OPENPACS",

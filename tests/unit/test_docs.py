@@ -6,7 +6,6 @@ import typing
 from collections.abc import Iterator
 from pathlib import Path
 
-import click
 import pytest
 import typer
 from pydantic import BaseModel
@@ -37,13 +36,14 @@ def setting_keys(model: type[BaseModel], prefix: str = "") -> Iterator[str]:
             yield from setting_keys(nested, f"{prefix}{name}.")
 
 
-def command_names(command: click.Command, prefix: str = "openpacs") -> Iterator[str]:
-    """Full names of the leaf commands of a click command tree."""
-    if isinstance(command, click.Group):
-        for name, sub in command.commands.items():
-            yield from command_names(sub, f"{prefix} {name}")
-    else:
+def command_names(command: object, prefix: str = "openpacs") -> Iterator[str]:
+    """Full names of the leaf commands of the command tree Typer builds (groups have ``commands``)."""
+    subcommands: dict[str, object] | None = getattr(command, "commands", None)
+    if subcommands is None:
         yield prefix
+        return
+    for name, sub in subcommands.items():
+        yield from command_names(sub, f"{prefix} {name}")
 
 
 SETTINGS = sorted(setting_keys(Settings))

@@ -24,6 +24,7 @@ _LAST = ["MULLER", "SCHMIDT", "DUPONT", "ROSSI", "GARCIA", "NOWAK", "JANSEN", "B
 
 def _template(kind: str) -> Dataset:
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    del ds.OtherPatientIDsSequence  # the template's other IDs would be shared by every generated patient
     size = {"ct": 512, "small": 26, "mixed": 64}[kind]
     ds.Rows = size
     ds.Columns = size

@@ -135,6 +135,8 @@ def test_demographic_disagreement_is_flagged_not_merged(app: Application) -> Non
         _ct(SOPInstanceUID="1.2.6.2", PatientName="Roe^Richard", PatientBirthDate="19700101"), TEST_ORIGIN
     )
     assert outcome.status is StoreStatus.STORED and outcome.identity_conflict
+    # a second instance with the same disagreement is not flagged again
+    app.ingest.store(_ct(SOPInstanceUID="1.2.6.3", PatientName="Roe^Richard", PatientBirthDate="19700101"), TEST_ORIGIN)
     conflicts = app.archive.identity_conflicts()
     assert [c.kind for c in conflicts] == ["demographics"]
     assert conflicts[0].details["index_vs_object"]["PatientName"] == ["Doe^John", "Roe^Richard"]

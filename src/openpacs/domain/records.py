@@ -105,6 +105,7 @@ class StoreStatus(StrEnum):
     DUPLICATE = "duplicate"  # kept the first copy (identical content)
     DUPLICATE_DIFFERS = "duplicate-differs"  # kept the first copy; the new one's content differs
     REPLACED = "replaced"  # overwrite policy
+    REJECTED = "rejected"  # reject policy: the caller reports DuplicateRejected
 
 
 @dataclass(frozen=True)

@@ -29,22 +29,24 @@ from openpacs.domain.tags import Level
 
 @dataclass
 class PatientRow:
-    """A patient with its attribute set and identifiers."""
+    """A patient with its attribute set and identifiers (None: not read yet)."""
 
     pk: int
     attrs: dict[str, Any]
-    identifiers: list[PatientIdentifier]
+    identifiers: list[PatientIdentifier] | None
     merged_into_pk: int | None = None
 
 
 @dataclass
 class StudyRow:
-    """A study with its attribute set."""
+    """A study with its attribute set (and its aggregates, when read from the index)."""
 
     pk: int
     uid: str
     patient_pk: int
     attrs: dict[str, Any]
+    modalities: str | None = None
+    sop_classes: str | None = None
 
 
 @dataclass
@@ -55,6 +57,15 @@ class SeriesRow:
     uid: str
     study_pk: int
     attrs: dict[str, Any]
+
+
+@dataclass
+class SeriesContext:
+    """A series with its study and patient, read in one go (the common case of ingest)."""
+
+    series: SeriesRow
+    study: StudyRow
+    patient: PatientRow
 
 
 @dataclass
@@ -98,6 +109,8 @@ class CountDelta:
     size_bytes: int = 0
     modalities: set[str] = field(default_factory=set)
     sop_classes: set[str] = field(default_factory=set)
+    known_modalities: str | None = None  # the study's current aggregates, None when unknown
+    known_sop_classes: str | None = None
 
 
 @dataclass(frozen=True)
@@ -161,7 +174,9 @@ class IndexSession(Protocol):
     def instance_brief(self, sop_instance_uid: str) -> InstanceBrief | None: ...
     def study(self, uid: str) -> StudyRow | None: ...
     def series(self, uid: str) -> SeriesRow | None: ...
+    def series_context(self, uid: str) -> SeriesContext | None: ...
     def patient(self, pk: int) -> PatientRow: ...
+    def identifiers(self, patient_pk: int) -> list[PatientIdentifier]: ...
     def patients_with_identifier(self, value: str) -> list[PatientRow]: ...
     def create_patient(self, attrs: dict[str, Any], now: datetime) -> int: ...
     def add_identifier(self, patient_pk: int, identifier: PatientIdentifier, now: datetime) -> None: ...
@@ -215,7 +230,10 @@ class Index(Protocol):
 
     @property
     def dialect(self) -> str: ...
-    def session(self, *, write: bool = False) -> AbstractContextManager[IndexSession]: ...
+    def session(self, *, write: bool = False, dedicated: bool = False) -> AbstractContextManager[IndexSession]:
+        """A unit of work; *dedicated* keeps the connection of the calling thread open between units."""
+        ...
+
     def try_lease(self, name: str, holder: str, ttl_seconds: float) -> bool: ...
     def release_lease(self, name: str, holder: str) -> None: ...
     def close(self) -> None: ...

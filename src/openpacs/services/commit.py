@@ -13,6 +13,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -49,7 +50,6 @@ class Batch:
     changes: list[ChangeRecord] = field(default_factory=list)
     audit: list[AuditRecord] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)
-    revoked: list[tuple[BlobRef, str]] = field(default_factory=list)
     superseded: list[tuple[BlobRef, str]] = field(default_factory=list)
 
     def delta(self, patient_pk: int, study_pk: int, series_pk: int) -> CountDelta:
@@ -65,7 +65,6 @@ class Batch:
         session.add_counts(list(self.deltas.values()), self.now)
         session.flag_conflicts(self.conflicts, self.now)
         session.add_audit(self.audit)
-        session.add_pending_deletions(self.revoked, self.now, self.now)
         session.add_pending_deletions(self.superseded, grace_until, self.now)
         session.add_changes(self.changes, self.now)
 
@@ -73,6 +72,7 @@ class Batch:
 @dataclass
 class _Job(Generic[T]):
     work: Callable[[IndexSession, Batch], T]
+    durable: Future[None] | None = None
     done: threading.Event = field(default_factory=threading.Event)
     result: Any = None
     error: BaseException | None = None
@@ -99,9 +99,13 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
 
-    def submit(self, work: Callable[[IndexSession, Batch], T]) -> T:
-        """Run *work* in a write transaction; return once that transaction has committed."""
-        job: _Job[T] = _Job(work)
+    def submit(self, work: Callable[[IndexSession, Batch], T], *, durable: Future[None] | None = None) -> T:
+        """Run *work* in a write transaction; return once that transaction has committed.
+
+        *durable* is the write of the unit's blob, running meanwhile: the transaction
+        commits only once it has completed, and fails if it failed (ARCHITECTURE.md 3).
+        """
+        job: _Job[T] = _Job(work, durable)
         with self._cond:
             if self._stopping:
                 raise RuntimeError("the index writer is stopped")
@@ -134,10 +138,13 @@ class GroupCommitter:
 
         try:
             now = self._clock()
-            with self._index.session(write=True) as session:
+            with self._index.session(write=True, dedicated=True) as session:
                 batch = Batch(now=now)
                 results = [job.work(session, batch) for job in jobs]
                 batch.flush(session, now + timedelta(seconds=self._grace_seconds))
+                for job in jobs:
+                    if job.durable is not None:
+                        job.durable.result()  # raises if the blob could not be written
         except BaseException as exc:
             if len(jobs) == 1:
                 jobs[0].error = exc

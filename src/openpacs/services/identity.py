@@ -79,6 +79,7 @@ class Attachment:
     new_study: bool = False
     new_series: bool = False
     conflicts: list[Conflict] = field(default_factory=list)
+    study: StudyRow | None = None
 
 
 def _with_default_issuer(attrs: dict[str, Any], issuer: Issuer) -> dict[str, Any]:
@@ -117,26 +118,56 @@ class Attacher:
         self.session = session
         self.batch = batch
 
+    def _follow(self, patient: PatientRow) -> PatientRow:
+        """The patient itself, or the one it was merged into (a later issue merges)."""
+        cached = self.batch.patients.setdefault(patient.pk, patient)
+        while cached.merged_into_pk is not None:
+            cached = self._patient(cached.merged_into_pk)
+        return cached
+
     def _patient(self, pk: int) -> PatientRow:
         found = self.batch.patients.get(pk)
         if found is None:
             found = self.batch.patients[pk] = self.session.patient(pk)
-        while found.merged_into_pk is not None:
-            found = self._patient(found.merged_into_pk)
-        return found
+        return self._follow(found)
+
+    def _identifiers(self, patient: PatientRow) -> list[PatientIdentifier]:
+        if patient.identifiers is None:
+            patient.identifiers = self.session.identifiers(patient.pk)
+        return patient.identifiers
+
+    def _holds(self, patient: PatientRow, identifier: PatientIdentifier) -> bool:
+        """Whether the patient has this identifier (its attribute set's Patient ID first: no query)."""
+        own = dj.text(patient.attrs, PATIENT_ID).strip()
+        if own and identifier.same_as(PatientIdentifier(own, _issuer_of(patient.attrs))):
+            return True
+        return any(identifier.same_as(i) for i in self._identifiers(patient))
 
     def _owner(self, identifier: PatientIdentifier) -> PatientRow | None:
         for row in self.session.patients_with_identifier(identifier.value):
-            if any(identifier.same_as(i) for i in row.identifiers):
+            if any(identifier.same_as(i) for i in self._identifiers(row)):
                 return self._patient(row.pk)
         for row in self.batch.patients.values():
-            if any(identifier.same_as(i) for i in row.identifiers):
+            if row.identifiers and any(identifier.same_as(i) for i in row.identifiers):
                 return row
         return None
 
     def _add_identifier(self, patient: PatientRow, identifier: PatientIdentifier) -> None:
         self.session.add_identifier(patient.pk, identifier, self.batch.now)
-        patient.identifiers.append(identifier)
+        self._identifiers(patient).append(identifier)
+
+    def _known_series(self, series_uid: str) -> tuple[SeriesRow, StudyRow, PatientRow] | None:
+        batch = self.batch
+        series = batch.series.get(series_uid)
+        if series is not None:
+            study = next(s for s in batch.studies.values() if s.pk == series.study_pk)
+            return series, study, self._patient(study.patient_pk)
+        context = self.session.series_context(series_uid)
+        if context is None:
+            return None
+        study = batch.studies.setdefault(context.study.uid, context.study)
+        batch.series[series_uid] = context.series
+        return context.series, study, self._follow(context.patient)
 
     def attach(
         self, header: dict[str, Any], sop_instance_uid: str, default_issuer: Issuer, source_ae: str
@@ -148,47 +179,60 @@ class Attacher:
         primary, others = identifiers_of(header, default_issuer)
         patient_attrs = _with_default_issuer(level_attrs(header, Level.PATIENT), default_issuer)
         conflicts: list[Conflict] = []
+        new_patient = new_study = new_series = False
 
-        study = batch.studies.get(study_uid) or session.study(study_uid)
-        new_patient = new_study = False
-        if study is not None:
-            patient = self._patient(study.patient_pk)
-            if primary is not None:
-                if not patient.identifiers and self._owner(primary) is None:
-                    self._add_identifier(patient, primary)
-                elif not any(primary.same_as(i) for i in patient.identifiers):
-                    conflicts.append(
-                        Conflict(
-                            kind="identifier",
-                            patient_pk=patient.pk,
-                            study_instance_uid=study_uid,
-                            sop_instance_uid=sop_instance_uid,
-                            details={
-                                "reason": "the study is known under a patient with other identifiers",
-                                "object_identifier": str(primary),
-                                "patient_identifiers": [str(i) for i in patient.identifiers],
-                            },
-                        )
-                    )
+        known = self._known_series(series_uid)
+        series: SeriesRow | None = None
+        if known is not None:
+            series, study, patient = known
+            if study.uid != study_uid:
+                raise InvalidInstance(
+                    f"Series Instance UID {series_uid} already belongs to study {study.uid}, not {study_uid}"
+                )
         else:
-            patient_or_none = self._owner(primary) if primary is not None else None
-            if patient_or_none is None:
-                pk = session.create_patient(patient_attrs, now)
-                patient = PatientRow(pk, patient_attrs, [])
-                batch.patients[pk] = patient
-                new_patient = True
-                if primary is not None:
-                    self._add_identifier(patient, primary)
+            found = batch.studies.get(study_uid) or session.study(study_uid)
+            if found is not None:
+                study = batch.studies.setdefault(study_uid, found)
+                patient = self._patient(study.patient_pk)
             else:
-                patient = patient_or_none
-            study_pk = session.create_study(patient.pk, level_attrs(header, Level.STUDY), now)
-            study = StudyRow(study_pk, study_uid, patient.pk, level_attrs(header, Level.STUDY))
-            new_study = True
+                owner = self._owner(primary) if primary is not None else None
+                if owner is None:
+                    pk = session.create_patient(patient_attrs, now)
+                    patient = batch.patients[pk] = PatientRow(pk, patient_attrs, [])
+                    new_patient = True
+                    if primary is not None:
+                        self._add_identifier(patient, primary)
+                else:
+                    patient = owner
+                study_attrs = level_attrs(header, Level.STUDY)
+                study_pk = session.create_study(patient.pk, study_attrs, now)
+                study = batch.studies[study_uid] = StudyRow(study_pk, study_uid, patient.pk, study_attrs, "", "")
+                new_study = True
 
-        if not new_patient:
+        # an object whose patient attributes the index already holds, all equal, can neither
+        # conflict nor add anything: the common case, checked without a query
+        settled = not new_patient and all(patient.attrs.get(k) == v for k, v in patient_attrs.items())
+        if not settled and not new_study and primary is not None and not self._holds(patient, primary):
+            if not self._identifiers(patient) and self._owner(primary) is None:
+                self._add_identifier(patient, primary)
+            else:
+                conflicts.append(
+                    Conflict(
+                        kind="identifier",
+                        patient_pk=patient.pk,
+                        study_instance_uid=study_uid,
+                        sop_instance_uid=sop_instance_uid,
+                        details={
+                            "reason": "the study is known under a patient with other identifiers",
+                            "object_identifier": str(primary),
+                            "patient_identifiers": [str(i) for i in self._identifiers(patient)],
+                        },
+                    )
+                )
+        if not new_patient and not settled:
             conflicts.extend(self._check_demographics(patient, patient_attrs, study_uid, sop_instance_uid))
-        for other in others:
-            if any(other.same_as(i) for i in patient.identifiers):
+        for other in [] if settled else others:
+            if self._holds(patient, other):
                 continue
             owner = self._owner(other)
             if owner is None:
@@ -214,21 +258,15 @@ class Attacher:
                 session.set_study_attrs(study.pk, added, now)
 
         series_attrs = level_attrs(header, Level.SERIES)
-        series = batch.series.get(series_uid) or session.series(series_uid)
-        new_series = False
         if series is None:
             series_pk = session.create_series(study.pk, series_attrs, source_ae, now)
             series = batch.series[series_uid] = SeriesRow(series_pk, series_uid, study.pk, series_attrs)
             new_series = True
-        elif series.study_pk != study.pk:
-            raise InvalidInstance(f"Series Instance UID {series_uid} already belongs to another study than {study_uid}")
         else:
-            batch.series[series_uid] = series
             added = supplement(series.attrs, series_attrs)
             if added is not None:
                 series.attrs = added
                 session.set_series_attrs(series.pk, added, now)
-        batch.studies[study_uid] = study
         return Attachment(
             patient_pk=patient.pk,
             study_pk=study.pk,
@@ -237,6 +275,7 @@ class Attacher:
             new_study=new_study,
             new_series=new_series,
             conflicts=conflicts,
+            study=study,
         )
 
     def _check_demographics(

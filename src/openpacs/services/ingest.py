@@ -1,8 +1,8 @@
 """IngestService: the one way an instance enters the archive (ARCHITECTURE.md section 3).
 
 C-STORE, STOW-RS, ``openpacs import`` and retrieval from peers all end in
-:meth:`IngestService.store`: vet the header, write the bytes as received (durably),
-then one index transaction (shared with concurrent stores) with the identity, the
+:meth:`IngestService.store`: write the bytes as received (durably) while the header is
+vetted, then one index transaction (shared with concurrent stores) with the identity, the
 instance, its location, aggregates, audit and change feed rows. Success is returned
 only after that commit.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,7 +22,7 @@ from openpacs.domain.part10 import ParsedInstance, parse_part10
 from openpacs.domain.records import BlobRef, Origin, StoreOutcome, StoreStatus
 from openpacs.domain.tags import Level, json_key, tag_of
 from openpacs.ports.blobstore import BlobStore, StorageFull
-from openpacs.ports.index import AuditRecord, ChangeRecord, Index, IndexSession, InstanceBrief, NewInstance
+from openpacs.ports.index import AuditRecord, ChangeRecord, Index, IndexSession, NewInstance
 from openpacs.services.commit import Batch, GroupCommitter
 from openpacs.services.identity import MODALITY, Attacher
 
@@ -56,6 +57,7 @@ class IngestService:
         self._committer = committer
         self._policy = policy
         self._clock = clock
+        self._writer = ThreadPoolExecutor(max_workers=16, thread_name_prefix="blob-write")
 
     @property
     def policy(self) -> IngestPolicy:
@@ -85,60 +87,68 @@ class IngestService:
     ) -> StoreOutcome:
         """Store one Part 10 instance (File Meta + data set, as received).
 
+        The durable write of the bytes starts at once, while the header is vetted and the
+        index transaction prepared; the transaction commits only once the write is durable.
         Raises an OpenPacsError subclass carrying the DIMSE and HTTP status when the
         instance is refused; nothing is changed then.
         """
-        parsed = self.parse(data)
-        if expected_sop_class_uid and parsed.sop_class_uid != expected_sop_class_uid:
-            raise SopClassMismatch(
-                f"the data set's SOP Class UID {parsed.sop_class_uid} differs from the request's "
-                f"Affected SOP Class UID {expected_sop_class_uid}"
+        if len(data) > self._policy.max_instance_bytes:
+            raise InstanceTooLarge(
+                f"the instance has {len(data)} bytes, more than the limit of {self._policy.max_instance_bytes}"
             )
-        if expected_sop_instance_uid and parsed.sop_instance_uid != expected_sop_instance_uid:
-            raise SopClassMismatch(
-                f"the data set's SOP Instance UID {parsed.sop_instance_uid} differs from the request's "
-                f"Affected SOP Instance UID {expected_sop_instance_uid}"
-            )
-        checksum = hashlib.sha256(data).hexdigest()
-        with self._index.session() as session:
-            existing = session.instance_brief(parsed.sop_instance_uid)
-        if existing is not None and self._policy.duplicate_policy != "overwrite":
-            return self._duplicate(parsed, origin, existing, checksum)
-
-        now = self._clock()
-        key = self._blobs.new_key(now)
-        try:
-            self._blobs.put(key, data)
-        except StorageFull as exc:
-            raise OutOfResources(f"storage is full: {exc}") from exc
+        key = self._blobs.new_key(self._clock())
         blob = BlobRef(self._blobs.name, key, len(data))
+        write = self._writer.submit(self._blobs.put, key, data)
         try:
-            return self._committer.submit(lambda s, b: self._apply(s, b, parsed, origin, blob, checksum))
+            parsed = self.parse(data)
+            if expected_sop_class_uid and parsed.sop_class_uid != expected_sop_class_uid:
+                raise SopClassMismatch(
+                    f"the data set's SOP Class UID {parsed.sop_class_uid} differs from the request's "
+                    f"Affected SOP Class UID {expected_sop_class_uid}"
+                )
+            if expected_sop_instance_uid and parsed.sop_instance_uid != expected_sop_instance_uid:
+                raise SopClassMismatch(
+                    f"the data set's SOP Instance UID {parsed.sop_instance_uid} differs from the request's "
+                    f"Affected SOP Instance UID {expected_sop_instance_uid}"
+                )
+            checksum = hashlib.sha256(data).hexdigest()
         except BaseException:
+            self._discard(write, key)
+            raise
+        try:
+            outcome = self._committer.submit(
+                lambda s, b: self._apply(s, b, parsed, origin, blob, checksum), durable=write
+            )
+        except StorageFull as exc:
+            self._discard(write, key)
+            raise OutOfResources(f"storage is full: {exc}") from exc
+        except BaseException:
+            # the outcome of a failed commit may be unknown: the sweeper deletes the blob
+            # only if no location refers to it
             self._revoke(blob)
             raise
-
-    def _duplicate(
-        self, parsed: ParsedInstance, origin: Origin, existing: InstanceBrief, checksum: str
-    ) -> StoreOutcome:
-        differs = existing.checksum != checksum
-        if self._policy.duplicate_policy == "reject":
-            self._committer.submit(lambda _s, b: self._audit(b, parsed, origin, "duplicate-rejected"))
-            raise DuplicateRejected(f"SOP Instance {parsed.sop_instance_uid} is already stored")
-        status = StoreStatus.DUPLICATE_DIFFERS if differs else StoreStatus.DUPLICATE
-        self._committer.submit(lambda _s, b: self._audit(b, parsed, origin, str(status)))
-        if differs:
+        if outcome.status in (StoreStatus.DUPLICATE, StoreStatus.DUPLICATE_DIFFERS, StoreStatus.REJECTED):
+            self._discard(write, key)
+        if outcome.status is StoreStatus.DUPLICATE_DIFFERS:
             log.warning(
                 "duplicate SOP Instance %s from %s differs from the stored copy; the first copy is kept",
-                parsed.sop_instance_uid,
+                outcome.sop_instance_uid,
                 origin.actor.id,
             )
-        return StoreOutcome(
-            status,
-            parsed.sop_instance_uid,
-            parsed.study_instance_uid,
-            warning="a different instance with this SOP Instance UID is already stored" if differs else "",
-        )
+        if outcome.status is StoreStatus.REJECTED:
+            raise DuplicateRejected(f"SOP Instance {outcome.sop_instance_uid} is already stored")
+        return outcome
+
+    def _discard(self, write: Future[None], key: str) -> None:
+        """Remove a blob no transaction refers to (its write may still be running)."""
+        try:
+            write.result()
+        except Exception:
+            return
+        try:
+            self._blobs.delete(key)
+        except OSError:
+            log.warning("could not remove unreferenced blob %s; the orphan scan will", key)
 
     def _revoke(self, blob: BlobRef) -> None:
         """A blob whose transaction did not commit goes to pending deletion (the sweeper removes it)."""
@@ -148,6 +158,10 @@ class IngestService:
                 session.add_pending_deletions([(blob, "transaction did not commit")], now, now)
         except Exception:
             log.exception("could not queue %s for deletion; the orphan scan will remove it", blob.key)
+
+    def close(self) -> None:
+        """Let the writes in progress finish."""
+        self._writer.shutdown(wait=True)
 
     def _audit(self, batch: Batch, parsed: ParsedInstance, origin: Origin, outcome: str) -> None:
         batch.audit.append(
@@ -177,15 +191,19 @@ class IngestService:
         in_batch = sop_uid in batch.sop_instance_uids
         existing = None if in_batch else session.instance_brief(sop_uid)
         if in_batch or existing is not None:
-            # a concurrent store of the same instance committed first
             if self._policy.duplicate_policy == "reject":
-                raise DuplicateRejected(f"SOP Instance {sop_uid} is already stored")
+                self._audit(batch, parsed, origin, "duplicate-rejected")
+                return StoreOutcome(StoreStatus.REJECTED, sop_uid, parsed.study_instance_uid)
             if existing is None or self._policy.duplicate_policy == "keep-first":
-                batch.revoked.append((blob, "duplicate of a concurrent store"))
                 differs = existing is not None and existing.checksum != checksum
                 status = StoreStatus.DUPLICATE_DIFFERS if differs else StoreStatus.DUPLICATE
                 self._audit(batch, parsed, origin, str(status))
-                return StoreOutcome(status, sop_uid, parsed.study_instance_uid)
+                return StoreOutcome(
+                    status,
+                    sop_uid,
+                    parsed.study_instance_uid,
+                    warning="a different instance with this SOP Instance UID is already stored" if differs else "",
+                )
 
         attachment = Attacher(session, batch).attach(parsed.header, sop_uid, origin.default_issuer, origin.calling_ae)
         number = dj.first(parsed.header, _INSTANCE_NUMBER)
@@ -212,6 +230,9 @@ class IngestService:
 
         batch.instances.append(row)
         delta = batch.delta(attachment.patient_pk, attachment.study_pk, attachment.series_pk)
+        if attachment.study is not None and attachment.study.modalities is not None:
+            delta.known_modalities = attachment.study.modalities
+            delta.known_sop_classes = attachment.study.sop_classes
         delta.new_instances += 1
         delta.size_bytes += blob.size
         delta.sop_classes.add(parsed.sop_class_uid)

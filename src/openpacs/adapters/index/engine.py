@@ -22,6 +22,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from openpacs.adapters.index import tables as t
+from openpacs.adapters.index.fast import FastStatements
 from openpacs.adapters.index.session import SqlIndexSession
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -124,6 +125,9 @@ class SqlIndex:
         self.engine = create_index_engine(url)
         if migrate:
             upgrade_schema(self.engine)
+        self._fast = FastStatements(self.engine.dialect)
+        self._local = threading.local()
+        self._dedicated: list[Connection] = []
         self._lease_connections: dict[str, Connection] = {}
         self._lease_lock = threading.Lock()
 
@@ -132,11 +136,27 @@ class SqlIndex:
         return self.engine.dialect.name
 
     @contextmanager
-    def session(self, *, write: bool = False) -> Iterator[SqlIndexSession]:
+    def session(self, *, write: bool = False, dedicated: bool = False) -> Iterator[SqlIndexSession]:
+        if dedicated:
+            # the group committer's own connection, kept open between its transactions
+            connection = getattr(self._local, "connection", None)
+            if connection is None or connection.closed or connection.invalidated:
+                raw = self.engine.connect()
+                connection = self._local.connection = raw.execution_options(openpacs_write=write)
+                with self._lease_lock:
+                    self._dedicated.append(connection)
+            try:
+                with connection.begin():
+                    yield SqlIndexSession(connection, self._fast)
+            except BaseException:
+                connection.close()
+                self._local.connection = None
+                raise
+            return
         with self.engine.connect() as raw:
             connection = raw.execution_options(openpacs_write=True) if write else raw
             with connection.begin():
-                yield SqlIndexSession(connection)
+                yield SqlIndexSession(connection, self._fast)
 
     def try_lease(self, name: str, holder: str, ttl_seconds: float) -> bool:
         """Hold the singleton duty *name*: an advisory lock on PostgreSQL, a lease row elsewhere."""
@@ -181,6 +201,9 @@ class SqlIndex:
 
     def close(self) -> None:
         with self._lease_lock:
+            for connection in self._dedicated:
+                connection.close()
+            self._dedicated.clear()
             for connection in self._lease_connections.values():
                 connection.close()
             self._lease_connections.clear()

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 from openpacs.adapters.index import columns as cols
 from openpacs.adapters.index import statements as q
 from openpacs.adapters.index import tables as t
+from openpacs.adapters.index.fast import FastStatements, json_value
 from openpacs.adapters.index.search import find_rows, load_stored_instances
 from openpacs.domain.matching import Query
 from openpacs.domain.records import (
@@ -34,6 +35,7 @@ from openpacs.ports.index import (
     NewInstance,
     PatientRow,
     PendingDeletion,
+    SeriesContext,
     SeriesRow,
     StudyRow,
     iter_chunks,
@@ -47,13 +49,17 @@ def _aware(value: datetime) -> datetime:
 class SqlIndexSession:
     """The IndexSession port over one SQLAlchemy connection in a transaction."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, fast: FastStatements) -> None:
         self.connection = connection
+        self._fast = fast
+
+    def _run(self, statement: Any, values: dict[str, Any]) -> Any:
+        return self._fast.execute(self.connection, statement, values)
 
     # -- ingest: reads ------------------------------------------------------------------
 
     def instance_brief(self, sop_instance_uid: str) -> InstanceBrief | None:
-        row = self.connection.execute(q.INSTANCE_BRIEF, {"b_uid": sop_instance_uid}).first()
+        row = self._run(q.INSTANCE_BRIEF, {"b_uid": sop_instance_uid}).first()
         if row is None:
             return None
         return InstanceBrief(
@@ -66,41 +72,56 @@ class SqlIndexSession:
         )
 
     def study(self, uid: str) -> StudyRow | None:
-        row = self.connection.execute(q.STUDY_BY_UID, {"b_uid": uid}).first()
-        return None if row is None else StudyRow(row.pk, uid, row.patient_pk, row.attrs)
+        row = self._run(q.STUDY_BY_UID, {"b_uid": uid}).first()
+        return None if row is None else StudyRow(row.pk, uid, row.patient_pk, json_value(row.attrs))
+
+    def series_context(self, uid: str) -> SeriesContext | None:
+        row = self._run(q.SERIES_CONTEXT, {"b_uid": uid}).first()
+        if row is None:
+            return None
+        return SeriesContext(
+            series=SeriesRow(row.series_pk, uid, row.study_pk, json_value(row.series_attrs)),
+            study=StudyRow(
+                row.study_pk,
+                row.study_instance_uid,
+                row.patient_pk,
+                json_value(row.study_attrs),
+                row.modalities_in_study,
+                row.sop_classes_in_study,
+            ),
+            patient=PatientRow(row.patient_pk, json_value(row.patient_attrs), None, row.merged_into_pk),
+        )
 
     def series(self, uid: str) -> SeriesRow | None:
-        row = self.connection.execute(q.SERIES_BY_UID, {"b_uid": uid}).first()
-        return None if row is None else SeriesRow(row.pk, uid, row.study_pk, row.attrs)
+        row = self._run(q.SERIES_BY_UID, {"b_uid": uid}).first()
+        return None if row is None else SeriesRow(row.pk, uid, row.study_pk, json_value(row.attrs))
 
-    def _identifiers(self, patient_pk: int) -> list[PatientIdentifier]:
+    def identifiers(self, patient_pk: int) -> list[PatientIdentifier]:
         return [
             PatientIdentifier(
                 row.value,
                 Issuer(row.issuer_namespace, row.issuer_universal_id, row.issuer_universal_id_type),
                 row.type_code,
             )
-            for row in self.connection.execute(q.IDENTIFIERS_OF, {"b_pk": patient_pk})
+            for row in self._run(q.IDENTIFIERS_OF, {"b_pk": patient_pk})
         ]
 
     def patient(self, pk: int) -> PatientRow:
-        row = self.connection.execute(q.PATIENT_BY_PK, {"b_pk": pk}).one()
-        return PatientRow(row.pk, row.attrs, self._identifiers(pk), row.merged_into_pk)
+        row = self._run(q.PATIENT_BY_PK, {"b_pk": pk}).one()
+        return PatientRow(row.pk, json_value(row.attrs), self.identifiers(pk), row.merged_into_pk)
 
     def patients_with_identifier(self, value: str) -> list[PatientRow]:
-        pks = self.connection.execute(q.PATIENTS_WITH_IDENTIFIER, {"b_value": value}).scalars().all()
+        pks = [row[0] for row in self._run(q.PATIENTS_WITH_IDENTIFIER, {"b_value": value})]
         return [self.patient(pk) for pk in pks]
 
     # -- ingest: writes -----------------------------------------------------------------
 
     def create_patient(self, attrs: dict[str, Any], now: datetime) -> int:
-        result = self.connection.execute(
-            q.INSERT_PATIENT, {"attrs": attrs, "created_at": now, "updated_at": now, **cols.patient_columns(attrs)}
-        )
-        return int(result.inserted_primary_key[0])  # type: ignore[index]
+        values = {"attrs": attrs, "created_at": now, "updated_at": now, **cols.patient_columns(attrs)}
+        return int(self._run(q.INSERT_PATIENT, values).scalar_one())
 
     def add_identifier(self, patient_pk: int, identifier: PatientIdentifier, now: datetime) -> None:
-        self.connection.execute(
+        self._run(
             q.INSERT_IDENTIFIER,
             {
                 "patient_pk": patient_pk,
@@ -114,65 +135,54 @@ class SqlIndexSession:
         )
 
     def set_patient_attrs(self, pk: int, attrs: dict[str, Any], now: datetime) -> None:
-        self.connection.execute(
-            q.UPDATE_PATIENT, {"b_pk": pk, "attrs": attrs, "updated_at": now, **cols.patient_columns(attrs)}
-        )
+        self._run(q.UPDATE_PATIENT, {"b_pk": pk, "attrs": attrs, "updated_at": now, **cols.patient_columns(attrs)})
 
     def create_study(self, patient_pk: int, attrs: dict[str, Any], now: datetime) -> int:
-        result = self.connection.execute(
-            q.INSERT_STUDY,
-            {
-                "study_instance_uid": cols_text(attrs, cols.STUDY_UID),
-                "patient_pk": patient_pk,
-                "attrs": attrs,
-                "created_at": now,
-                "updated_at": now,
-                "last_instance_at": now,
-                **cols.study_columns(attrs),
-            },
-        )
-        return int(result.inserted_primary_key[0])  # type: ignore[index]
+        values = {
+            "study_instance_uid": cols_text(attrs, cols.STUDY_UID),
+            "patient_pk": patient_pk,
+            "attrs": attrs,
+            "created_at": now,
+            "updated_at": now,
+            "last_instance_at": now,
+            **cols.study_columns(attrs),
+        }
+        return int(self._run(q.INSERT_STUDY, values).scalar_one())
 
     def set_study_attrs(self, pk: int, attrs: dict[str, Any], now: datetime) -> None:
-        self.connection.execute(
-            q.UPDATE_STUDY, {"b_pk": pk, "attrs": attrs, "updated_at": now, **cols.study_columns(attrs)}
-        )
+        self._run(q.UPDATE_STUDY, {"b_pk": pk, "attrs": attrs, "updated_at": now, **cols.study_columns(attrs)})
 
     def create_series(self, study_pk: int, attrs: dict[str, Any], source_ae_title: str, now: datetime) -> int:
-        result = self.connection.execute(
-            q.INSERT_SERIES,
-            {
-                "series_instance_uid": cols_text(attrs, cols.SERIES_UID),
-                "study_pk": study_pk,
-                "attrs": attrs,
-                "source_ae_title": source_ae_title[:16],
-                "created_at": now,
-                "updated_at": now,
-                **cols.series_columns(attrs),
-            },
-        )
-        pk = int(result.inserted_primary_key[0])  # type: ignore[index]
+        values = {
+            "series_instance_uid": cols_text(attrs, cols.SERIES_UID),
+            "study_pk": study_pk,
+            "attrs": attrs,
+            "source_ae_title": source_ae_title[:16],
+            "created_at": now,
+            "updated_at": now,
+            **cols.series_columns(attrs),
+        }
+        pk = int(self._run(q.INSERT_SERIES, values).scalar_one())
         self._write_requests(pk, attrs)
         return pk
 
     def _write_requests(self, series_pk: int, attrs: dict[str, Any]) -> None:
         requests = cols.series_requests(attrs)
         if requests:
-            self.connection.execute(q.INSERT_SERIES_REQUEST, [{"series_pk": series_pk, **r} for r in requests])
+            self._fast.execute_many(
+                self.connection, q.INSERT_SERIES_REQUEST, [{"series_pk": series_pk, **r} for r in requests]
+            )
 
     def set_series_attrs(self, pk: int, attrs: dict[str, Any], now: datetime) -> None:
-        self.connection.execute(
-            q.UPDATE_SERIES, {"b_pk": pk, "attrs": attrs, "updated_at": now, **cols.series_columns(attrs)}
-        )
-        self.connection.execute(q.DELETE_SERIES_REQUESTS, {"b_pk": pk})
+        self._run(q.UPDATE_SERIES, {"b_pk": pk, "attrs": attrs, "updated_at": now, **cols.series_columns(attrs)})
+        self._run(q.DELETE_SERIES_REQUESTS, {"b_pk": pk})
         self._write_requests(pk, attrs)
 
     def insert_instances(self, rows: Sequence[NewInstance]) -> None:
-        if not rows:
-            return
-        result = self.connection.execute(
-            q.INSERT_INSTANCES,
-            [
+        locations = []
+        for r in rows:
+            pk = self._run(
+                q.INSERT_INSTANCE,
                 {
                     "sop_instance_uid": r.sop_instance_uid,
                     "series_pk": r.series_pk,
@@ -182,14 +192,9 @@ class SqlIndexSession:
                     "header": r.header,
                     "source_ae_title": r.source_ae_title[:16],
                     "received_at": r.received_at,
-                }
-                for r in rows
-            ],
-        )
-        pks = [row[0] for row in result]
-        self.connection.execute(
-            q.INSERT_LOCATION,
-            [
+                },
+            ).scalar_one()
+            locations.append(
                 {
                     "instance_pk": pk,
                     "store": r.blob.store,
@@ -199,9 +204,8 @@ class SqlIndexSession:
                     "transfer_syntax_uid": r.transfer_syntax_uid,
                     "created_at": r.received_at,
                 }
-                for pk, r in zip(pks, rows, strict=True)
-            ],
-        )
+            )
+        self._fast.execute_many(self.connection, q.INSERT_LOCATION, locations)
 
     def replace_instance(self, pk: int, row: NewInstance) -> None:
         self.connection.execute(
@@ -217,7 +221,7 @@ class SqlIndexSession:
             )
         )
         self.connection.execute(sa.delete(t.location).where(t.location.c.instance_pk == pk))
-        self.connection.execute(
+        self._run(
             q.INSERT_LOCATION,
             {
                 "instance_pk": pk,
@@ -241,6 +245,9 @@ class SqlIndexSession:
             study = studies.setdefault(
                 d.study_pk,
                 {
+                    "known": None
+                    if d.known_modalities is None or d.known_sop_classes is None
+                    else (d.known_modalities, d.known_sop_classes),
                     "b_pk": d.study_pk,
                     "b_instances": 0,
                     "b_series": 0,
@@ -263,13 +270,16 @@ class SqlIndexSession:
             patient["b_instances"] += d.new_instances
         for study in studies.values():
             modalities, sop_classes = study.pop("modalities"), study.pop("sop_classes")
-            self.connection.execute(q.BUMP_STUDY, study)
+            known = study.pop("known")
+            self._run(q.BUMP_STUDY, study)
             if modalities or sop_classes:
-                current = self.connection.execute(q.STUDY_AGGREGATES, {"b_pk": study["b_pk"]}).one()
-                merged_modalities = _union(current.modalities_in_study, modalities)
-                merged_sops = _union(current.sop_classes_in_study, sop_classes)
-                if (merged_modalities, merged_sops) != (current.modalities_in_study, current.sop_classes_in_study):
-                    self.connection.execute(
+                if known is None:
+                    row = self._run(q.STUDY_AGGREGATES, {"b_pk": study["b_pk"]}).one()
+                    known = (row.modalities_in_study, row.sop_classes_in_study)
+                merged_modalities = _union(known[0], modalities)
+                merged_sops = _union(known[1], sop_classes)
+                if (merged_modalities, merged_sops) != known:
+                    self._run(
                         q.UPDATE_STUDY,
                         {
                             "b_pk": study["b_pk"],
@@ -278,7 +288,7 @@ class SqlIndexSession:
                         },
                     )
         for patient in patients.values():
-            self.connection.execute(q.BUMP_PATIENT, patient)
+            self._run(q.BUMP_PATIENT, patient)
 
     def add_changes(self, changes: Sequence[ChangeRecord], now: datetime) -> None:
         """Append to the change feed with sequence numbers allocated under the counter's row lock.
@@ -288,9 +298,10 @@ class SqlIndexSession:
         """
         if not changes:
             return
-        last = self.connection.execute(q.NEXT_CHANGE_SEQ, {"b_count": len(changes)}).scalar_one()
+        last = self._run(q.NEXT_CHANGE_SEQ, {"b_count": len(changes)}).scalar_one()
         first = last - len(changes) + 1
-        self.connection.execute(
+        self._fast.execute_many(
+            self.connection,
             q.INSERT_CHANGES,
             [
                 {
@@ -307,7 +318,8 @@ class SqlIndexSession:
     def add_audit(self, records: Sequence[AuditRecord]) -> None:
         if not records:
             return
-        self.connection.execute(
+        self._fast.execute_many(
+            self.connection,
             q.INSERT_AUDIT,
             [
                 {
@@ -325,9 +337,29 @@ class SqlIndexSession:
         )
 
     def flag_conflicts(self, conflicts: Sequence[Conflict], now: datetime) -> None:
-        if not conflicts:
+        """Record conflicts; one already open for the same patient, study and disagreement is not repeated."""
+        fresh: list[Conflict] = []
+        for c in conflicts:
+            if any(
+                (f.kind, f.patient_pk, f.study_instance_uid, f.details)
+                == (c.kind, c.patient_pk, c.study_instance_uid, c.details)
+                for f in fresh
+            ):
+                continue
+            open_details = [
+                json_value(row[0])
+                for row in self._run(
+                    q.OPEN_CONFLICTS_LIKE,
+                    {"b_kind": c.kind, "b_patient": c.patient_pk, "b_study": c.study_instance_uid},
+                )
+            ]
+            if c.details not in open_details:
+                fresh.append(c)
+        if not fresh:
             return
-        self.connection.execute(
+        conflicts = fresh
+        self._fast.execute_many(
+            self.connection,
             q.INSERT_CONFLICT,
             [
                 {
@@ -345,7 +377,8 @@ class SqlIndexSession:
     def add_pending_deletions(self, blobs: Sequence[tuple[BlobRef, str]], not_before: datetime, now: datetime) -> None:
         if not blobs:
             return
-        self.connection.execute(
+        self._fast.execute_many(
+            self.connection,
             q.INSERT_PENDING_DELETION,
             [
                 {"store": b.store, "key": b.key, "not_before": not_before, "reason": reason[:200], "created_at": now}

@@ -23,22 +23,38 @@ INSTANCE_BRIEF = (
 )
 STUDY_BY_UID = sa.select(_st.c.pk, _st.c.patient_pk, _st.c.attrs).where(_st.c.study_instance_uid == bindparam("b_uid"))
 SERIES_BY_UID = sa.select(_se.c.pk, _se.c.study_pk, _se.c.attrs).where(_se.c.series_instance_uid == bindparam("b_uid"))
+SERIES_CONTEXT = (
+    sa.select(
+        _se.c.pk.label("series_pk"),
+        _se.c.attrs.label("series_attrs"),
+        _st.c.pk.label("study_pk"),
+        _st.c.study_instance_uid,
+        _st.c.attrs.label("study_attrs"),
+        _st.c.modalities_in_study,
+        _st.c.sop_classes_in_study,
+        _p.c.pk.label("patient_pk"),
+        _p.c.attrs.label("patient_attrs"),
+        _p.c.merged_into_pk,
+    )
+    .select_from(_se.join(_st, _st.c.pk == _se.c.study_pk).join(_p, _p.c.pk == _st.c.patient_pk))
+    .where(_se.c.series_instance_uid == bindparam("b_uid"))
+)
 PATIENT_BY_PK = sa.select(_p.c.pk, _p.c.attrs, _p.c.merged_into_pk).where(_p.c.pk == bindparam("b_pk"))
 IDENTIFIERS_OF = sa.select(_pi).where(_pi.c.patient_pk == bindparam("b_pk")).order_by(_pi.c.pk)
 PATIENTS_WITH_IDENTIFIER = (
     sa.select(_pi.c.patient_pk).where(_pi.c.value == bindparam("b_value")).distinct().order_by(_pi.c.patient_pk)
 )
 
-INSERT_PATIENT = sa.insert(_p)
+INSERT_PATIENT = sa.insert(_p).returning(_p.c.pk)
 INSERT_IDENTIFIER = sa.insert(_pi)
 UPDATE_PATIENT = sa.update(_p).where(_p.c.pk == bindparam("b_pk"))
-INSERT_STUDY = sa.insert(_st)
+INSERT_STUDY = sa.insert(_st).returning(_st.c.pk)
 UPDATE_STUDY = sa.update(_st).where(_st.c.pk == bindparam("b_pk"))
-INSERT_SERIES = sa.insert(_se)
+INSERT_SERIES = sa.insert(_se).returning(_se.c.pk)
 UPDATE_SERIES = sa.update(_se).where(_se.c.pk == bindparam("b_pk"))
 INSERT_SERIES_REQUEST = sa.insert(t.series_request)
 DELETE_SERIES_REQUESTS = sa.delete(t.series_request).where(t.series_request.c.series_pk == bindparam("b_pk"))
-INSERT_INSTANCES = sa.insert(_i).returning(_i.c.pk, sort_by_parameter_order=True)
+INSERT_INSTANCE = sa.insert(_i).returning(_i.c.pk)
 INSERT_LOCATION = sa.insert(_loc)
 
 BUMP_SERIES = (
@@ -77,4 +93,10 @@ NEXT_CHANGE_SEQ = (
 INSERT_CHANGES = sa.insert(t.changes)
 INSERT_AUDIT = sa.insert(t.audit)
 INSERT_CONFLICT = sa.insert(t.identity_conflict)
+OPEN_CONFLICTS_LIKE = sa.select(t.identity_conflict.c.details).where(
+    t.identity_conflict.c.kind == bindparam("b_kind"),
+    t.identity_conflict.c.patient_pk == bindparam("b_patient"),
+    t.identity_conflict.c.study_instance_uid == bindparam("b_study"),
+    t.identity_conflict.c.resolved_at.is_(None),
+)
 INSERT_PENDING_DELETION = sa.insert(t.pending_deletion)

@@ -199,6 +199,8 @@ def dimse_server(app: Application) -> DimseServer:
             acse_timeout=settings.dicom.acse_timeout,
             network_timeout=settings.dicom.network_timeout,
             max_associations=settings.dicom.max_associations,
+            check_called_ae=settings.dicom.check_called_ae_title,
+            reuse_port=settings.dicom.reuse_port,
         ),
         DimseServices(nodes=app.nodes, ingest=app.ingest, query=app.query, retrieve=app.retrieve),
     )

@@ -52,14 +52,17 @@ class DicomSettings(BaseModel):
     acse_timeout: float = Field(30.0, gt=0, description="Seconds to wait for association negotiation.")
     dimse_timeout: float = Field(60.0, gt=0, description="Seconds to wait for a DIMSE response.")
     network_timeout: float = Field(120.0, gt=0, description="Seconds of silence after which an association is aborted.")
-    fast_path: bool = Field(
-        True,
+    max_associations: int = Field(64, ge=1, description="Concurrent associations accepted.")
+    check_called_ae_title: bool = Field(
+        False, description="Reject associations whose Called AE Title is not ours (PS3.8 7.1.1.4)."
+    )
+    reuse_port: bool = Field(
+        False,
         description=(
-            "Serve the data phase of C-STORE with the purpose-built fast path "
-            "(ADR 0004); pynetdicom serves it when false."
+            "Set SO_REUSEPORT on the DICOM listener, so that several server processes on one "
+            "machine share the port (with PostgreSQL)."
         ),
     )
-    max_associations: int = Field(64, ge=1, description="Concurrent associations accepted.")
 
 
 class StorageSettings(BaseModel):
@@ -141,7 +144,7 @@ class Settings(BaseSettings):
         ),
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
-    node_name: str = Field("", description="Name of this node in logs and leases (default host name).")
+    node_name: str = Field("", description="Name of this node as holder of database leases (default host name).")
     dicom: DicomSettings = Field(default_factory=DicomSettings, description="DICOM service.")  # type: ignore[arg-type]
     storage: StorageSettings = Field(default_factory=StorageSettings, description="File storage.")  # type: ignore[arg-type]
     identity: IdentitySettings = Field(default_factory=IdentitySettings, description="Patient identity.")  # type: ignore[arg-type]

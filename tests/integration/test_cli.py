@@ -160,16 +160,18 @@ def test_import_reports_imported_duplicates_rejected_and_skipped(tmp_path: Path,
     (folder / "README.TXT").write_text("not a DICOM file")
     (folder / "broken.dcm").write_bytes(mixed_corpus[0].read_bytes()[:500])
     data = ["--data-dir", str(tmp_path / "data")]
-    summary = json.loads(run_cli("import", str(folder), "--json", *data).stdout)
+    first = run_cli("import", str(folder), "--json", *data, check=False)
+    assert first.returncode == 1  # a file was rejected
+    summary = json.loads(first.stdout)
     assert summary["imported"] == 10
     assert summary["skipped"] == [str(folder / "README.TXT")]
     assert list(summary["rejected"]) == [str(folder / "broken.dcm")]
-    again = json.loads(run_cli("import", str(folder), "--json", *data).stdout)
+    again = json.loads(run_cli("import", str(folder), "--json", *data, check=False).stdout)
     assert again["imported"] == 0 and again["duplicates"] == 10
     stats = json.loads(run_cli("stats", "--json", *data).stdout)
     assert stats["instances"] == 10
     assert stats["bytes"] == sum(p.stat().st_size for p in mixed_corpus[:10])
-    text = run_cli("import", str(folder), *data).stdout
+    text = run_cli("import", str(folder), *data, check=False).stdout
     assert "duplicates 10" in text and "skipped (not DICOM) 1" in text
 
 
@@ -194,9 +196,10 @@ def test_send_to_a_node(tmp_path: Path, storescp: StoreScp, mixed_corpus: list[P
     for path in mixed_corpus[:5]:
         (folder / path.name).write_bytes(path.read_bytes())
     (folder / "notes.txt").write_text("x")
+    (folder / "bigendian.dcm").write_bytes(sample_file("MR_small_bigendian.dcm").read_bytes())
     result = run_cli("send", "dest", str(folder), *data)
-    assert "sent 5" in result.stdout and "skipped 1" in result.stdout
-    assert len(storescp.wait_for(5)) == 5
+    assert "sent 6" in result.stdout and "skipped 1" in result.stdout
+    assert len(storescp.wait_for(6)) == 6
     failed = run_cli("send", f"DEST@127.0.0.1:{free_port()}", str(folder), *data, check=False)
     assert failed.returncode == 1 and "connection refused" in failed.stderr
 

@@ -314,3 +314,15 @@ def test_getscu_retrieves_a_study(loaded: ServerProcess, tmp_path: Path) -> None
     files = [p for p in tmp_path.iterdir() if p.is_file()]
     assert len(files) == 2
     assert {pydicom.dcmread(p).StudyInstanceUID for p in files} == {study}
+
+
+def test_retrieve_ae_title_and_availability_are_filled(loaded: ServerProcess) -> None:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.PatientID = "PID2"
+    ds.StudyInstanceUID = ""
+    ds.RetrieveAETitle = ""
+    ds.InstanceAvailability = ""
+    (answer,) = c_find(loaded.dicom_port, ds).answers
+    assert answer.RetrieveAETitle == "OPENPACS"
+    assert answer.InstanceAvailability == "ONLINE"

@@ -298,3 +298,23 @@ def test_corpus_with_dcmsend(server: ServerProcess, mixed_corpus: list[Path]) ->
     assert f"with status SUCCESS  : {len(mixed_corpus)}" in output or "SUCCESS" in output
     stats = server.cli("stats", "--json").stdout
     assert '"instances"' in stats
+
+
+def test_the_requestor_preferred_transfer_syntax_is_taken(server: ServerProcess) -> None:
+    jpeg, explicit = "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.1"
+    ct = "1.2.840.10008.5.1.4.1.1.2"
+    for proposed in ((jpeg, explicit), (explicit, jpeg)):
+        assoc = request(
+            "127.0.0.1",
+            server.dicom_port,
+            calling_ae="PREFS",
+            called_ae="OPENPACS",
+            contexts=[(ct, proposed)],
+            max_pdu=65536,
+            timeout=10,
+        )
+        try:
+            (context,) = assoc.contexts.values()
+            assert context.transfer_syntax == proposed[0]
+        finally:
+            assoc.release()

@@ -295,15 +295,17 @@ def import_(
         application.close()
     if as_json:
         print(json.dumps(asdict(summary), indent=2))
-        return
-    console.print(
-        f"imported {summary.imported}, duplicates {summary.duplicates}, rejected {len(summary.rejected)}, "
-        f"skipped (not DICOM) {len(summary.skipped)}, identity conflicts {summary.conflicts}"
-    )
-    for path, reason in summary.rejected.items():
-        console.print(f"  rejected {path}: {reason}")
-    for path in summary.skipped:
-        console.print(f"  skipped {path}")
+    else:
+        console.print(
+            f"imported {summary.imported}, duplicates {summary.duplicates}, rejected {len(summary.rejected)}, "
+            f"skipped (not DICOM) {len(summary.skipped)}, identity conflicts {summary.conflicts}"
+        )
+        for path, reason in summary.rejected.items():
+            console.print(f"  rejected {path}: {reason}")
+        for path in summary.skipped:
+            console.print(f"  skipped {path}")
+    if summary.rejected:
+        raise typer.Exit(1)
 
 
 @app.command()

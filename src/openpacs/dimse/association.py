@@ -92,7 +92,7 @@ class Association:
     def receive(self, prefix: Callable[[int, dict[str, Any]], bytes] | None = None) -> Message:
         """The next complete message. *prefix(context_id, command)* gives bytes put before the data set.
 
-        Raises ReleaseRequested, Aborted, or pdu.ProtocolError.
+        Raises ReleaseRequested, Aborted, TimeoutError (network timeout), or pdu.ProtocolError.
         """
         command_parts: list[memoryview] = []
         data_parts: list[bytes | memoryview] = []
@@ -101,6 +101,8 @@ class Association:
         while True:
             try:
                 pdu_type, body = self.pdus.read_pdu()
+            except TimeoutError:
+                raise
             except (pdu.ConnectionClosed, OSError) as exc:
                 raise Aborted(f"connection lost: {exc}") from exc
             if pdu_type == pdu.A_RELEASE_RQ:

@@ -106,18 +106,27 @@ def decode_request(body: memoryview) -> A_ASSOCIATE:
 
 
 def supported_contexts(requested: list[PresentationContext]) -> list[PresentationContext]:
-    """The contexts we accept, for the abstract syntaxes a requestor proposes."""
-    supported: list[PresentationContext] = []
-    seen: set[str] = set()
+    """The contexts we accept, for the abstract syntaxes a requestor proposes.
+
+    Transfer syntaxes are listed in the requestor's order of preference, so that a
+    modality's first choice is taken and its objects are stored as it sends them.
+    """
+    proposed: dict[str, list[str]] = {}
     for cx in requested:
-        abstract = str(cx.abstract_syntax)
-        if abstract in seen:
-            continue
-        seen.add(abstract)
+        order = proposed.setdefault(str(cx.abstract_syntax), [])
+        order.extend(str(ts) for ts in cx.transfer_syntax if str(ts) not in order)
+    supported: list[PresentationContext] = []
+    for abstract, order in proposed.items():
         if abstract == VERIFICATION or abstract in QUERY_RETRIEVE:
-            supported.append(_context(abstract, COMMAND_SYNTAXES))
+            ours: tuple[str, ...] = COMMAND_SYNTAXES
+            roles = False
         elif is_storage_sop_class(abstract):
-            supported.append(_context(abstract, tsx.ACCEPTED, roles=True))
+            ours = tsx.ACCEPTED
+            roles = True
+        else:
+            continue
+        preferred = tuple(ts for ts in order if ts in ours) + tuple(ts for ts in ours if ts not in order)
+        supported.append(_context(abstract, preferred, roles=roles))
     return supported
 
 

@@ -86,7 +86,7 @@ class DimsePeer:
         contexts: list[tuple[str, tuple[str, ...]]] = []
         for sop_class, stored in wanted.items():
             for syntax in sorted(stored):
-                if syntax not in tsx.UNCOMPRESSED:
+                if syntax not in (tsx.EXPLICIT_LE, tsx.IMPLICIT_LE):
                     contexts.append((sop_class, (syntax,)))
             contexts.append((sop_class, (tsx.EXPLICIT_LE, tsx.IMPLICIT_LE)))
         if len(contexts) > _MAX_CONTEXTS:
@@ -105,12 +105,15 @@ class DimsePeer:
                     result.failed[item.sop_instance_uid] = reason
                 if progress is not None:
                     progress(item.sop_instance_uid, outcome)
-        except Aborted as exc:
+        except (Aborted, TimeoutError) as exc:
+            # what was sent stays sent; the rest failed (the caller reports both)
+            reason = f"association with {peer} ended: {exc or 'timeout'}"
+            log.warning("%s", reason)
             for item in batch[result.attempted :]:
-                result.failed[item.sop_instance_uid] = f"association aborted: {exc}"
-            raise PeerError(f"{peer} aborted the association: {exc}") from exc
-        finally:
-            assoc.release(self.timeout)
+                result.failed[item.sop_instance_uid] = reason
+            assoc.abort()
+            return result
+        assoc.release(self.timeout)
         return result
 
     def _store_one(

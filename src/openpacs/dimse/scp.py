@@ -141,6 +141,12 @@ class ScpSession:
                 continue
             try:
                 handler(msg)
+            except TimeoutError:
+                self.assoc.abort(0x00)
+                return "aborted by us (network timeout)"
+            except pdu.ProtocolError as exc:
+                self.assoc.abort(0x02)
+                return f"aborted by us (protocol error: {exc})"
             except Aborted as exc:
                 self.assoc.pdus.close()
                 return f"aborted ({exc})"

@@ -85,10 +85,11 @@ class Query:
 _DATE_VRS = frozenset({"DA", "TM", "DT"})
 _MATCHABLE_COMPUTED = frozenset({json_key(tag_of("ModalitiesInStudy")), json_key(tag_of("SOPClassesInStudy"))})
 _NO_WILDCARD_VRS = frozenset({"DA", "TM", "DT", "UI", "SQ", "US", "SS", "UL", "SL", "FL", "FD", "AT"})
-_IGNORED_KEYS = frozenset(
+#: Keys of the identifier that are not attributes of the stored objects
+_CONTROL_KEYS = frozenset({json_key(tag_of("QueryRetrieveLevel")), json_key(tag_of("SpecificCharacterSet"))})
+#: Keys returned but never matched (the archive fills them in: PS3.4 C.4.1.1.3.2)
+_UNMATCHED_KEYS = frozenset(
     {
-        json_key(tag_of("QueryRetrieveLevel")),
-        json_key(tag_of("SpecificCharacterSet")),
         json_key(tag_of("TimezoneOffsetFromUTC")),
         json_key(tag_of("RetrieveAETitle")),
         json_key(tag_of("InstanceAvailability")),
@@ -115,10 +116,12 @@ def parse_query(identifier: dict[str, Any], model: Model) -> Query:
     conditions: list[Condition] = []
     return_keys: list[str] = []
     for key, element in identifier.items():
-        if key in _IGNORED_KEYS or key.endswith("0000"):
+        if key in _CONTROL_KEYS or key.endswith("0000"):
             continue
         tag = int(key, 16)
         return_keys.append(key)
+        if key in _UNMATCHED_KEYS:
+            continue
         if level_of_tag(tag) not in allowed and tag not in COMPUTED_TAGS:
             continue  # keys of lower levels are returned empty and do not restrict
         cond = condition_from_json(key, element)

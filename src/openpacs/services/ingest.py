@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from openpacs.domain import dicom_json as dj
-from openpacs.domain.errors import DuplicateRejected, InstanceTooLarge, OutOfResources, SopClassMismatch
+from openpacs.domain.errors import (
+    DuplicateRejected,
+    InstanceTooLarge,
+    OpenPacsError,
+    OutOfResources,
+    SopClassMismatch,
+)
 from openpacs.domain.part10 import ParsedInstance, parse_part10
 from openpacs.domain.records import BlobRef, Origin, StoreOutcome, StoreStatus
 from openpacs.domain.tags import Level, json_key, tag_of
@@ -112,6 +118,10 @@ class IngestService:
                     f"Affected SOP Instance UID {expected_sop_instance_uid}"
                 )
             checksum = hashlib.sha256(data).hexdigest()
+        except OpenPacsError as exc:
+            self._discard(write, key)
+            self._audit_refusal(origin, exc, expected_sop_instance_uid)
+            raise
         except BaseException:
             self._discard(write, key)
             raise
@@ -158,6 +168,21 @@ class IngestService:
                 session.add_pending_deletions([(blob, "transaction did not commit")], now, now)
         except Exception:
             log.exception("could not queue %s for deletion; the orphan scan will remove it", blob.key)
+
+    def _audit_refusal(self, origin: Origin, error: OpenPacsError, sop_instance_uid: str | None) -> None:
+        """Record a refused instance in the audit (nothing else changes)."""
+        record = AuditRecord(
+            time=self._clock(),
+            actor=origin.actor,
+            action="store",
+            outcome="refused",
+            resources=[{"level": "IMAGE", "uid": sop_instance_uid}] if sop_instance_uid else [],
+            details={"transport": origin.transport, "status": f"0x{error.dimse_status:04X}", "reason": error.reason},
+        )
+        try:
+            self._committer.submit(lambda _s, b: b.audit.append(record))
+        except Exception:
+            log.exception("could not audit a refused instance")
 
     def close(self) -> None:
         """Let the writes in progress finish."""

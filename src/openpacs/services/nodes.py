@@ -10,6 +10,7 @@ configuration says otherwise.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import socket
 from collections.abc import Callable
@@ -42,6 +43,7 @@ class AccessDecision:
     services: frozenset[Service]
 
 
+log = logging.getLogger(__name__)
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
 
 
@@ -140,8 +142,8 @@ class NodeService:
             if node.name not in existing:
                 try:
                     self.add(node, actor)
-                except Conflict:
-                    continue
+                except Conflict as exc:
+                    log.warning("node %r of the configuration file is not created: %s", node.name, exc.reason)
 
     def resolve(self, target: str) -> Node:
         """A node by name, or an ad hoc one from 'AE@HOST:PORT'."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from openpacs.domain.errors import InvalidQuery, UnknownMoveDestination
+from openpacs.domain.errors import InvalidQuery, PeerError, UnknownMoveDestination
 from openpacs.domain.matching import MatchType, Model, parse_query
 from openpacs.domain.records import Actor, StoredInstance
 from openpacs.domain.tags import UNIQUE_KEYWORD, Level
@@ -74,14 +74,20 @@ class RetrieveService:
         cancelled: Callable[[], bool] | None = None,
     ) -> SendResult:
         """C-STORE the request's instances to *destination* over one association."""
-        result = self._peer.send(
-            destination,
-            (self.outbound.outgoing(i) for i in request.instances),
-            move_originator=move_originator,
-            progress=progress,
-            cancelled=cancelled,
-        )
-        self.audit_retrieve(request, actor, "move", result, destination=str(destination))
+        result = SendResult(failed={i.sop_instance_uid: "not sent" for i in request.instances})
+        try:
+            result = self._peer.send(
+                destination,
+                (self.outbound.outgoing(i) for i in request.instances),
+                move_originator=move_originator,
+                progress=progress,
+                cancelled=cancelled,
+            )
+        except PeerError as exc:
+            result = SendResult(failed={i.sop_instance_uid: exc.reason for i in request.instances})
+            raise
+        finally:
+            self.audit_retrieve(request, actor, "move", result, destination=str(destination))
         return result
 
     def audit_retrieve(

@@ -112,11 +112,15 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
         committer=committer,
         ingest=ingest,
         query=QueryService(
-            index, ae_title=settings.ae_title, fold_names=not identity.person_name_case_sensitive, clock=utcnow
+            index,
+            committer,
+            ae_title=settings.ae_title,
+            fold_names=not identity.person_name_case_sensitive,
+            clock=utcnow,
         ),
         nodes=nodes,
         outbound=outbound,
-        retrieve=RetrieveService(index, outbound, nodes, peer, clock=utcnow),
+        retrieve=RetrieveService(index, outbound, nodes, peer, committer, clock=utcnow),
         archive=ArchiveService(index, clock=utcnow),
         network=NetworkService(nodes, peer, ingest),
         importer=ImportService(ingest, default_issuer=default_issuer),

@@ -278,6 +278,7 @@ def test_invalid_queries_are_refused(table_app: Application) -> None:
 def test_audit_records_stores_and_queries(table_app: Application) -> None:
     query = table_app.query.parse(identifier("STUDY", {"PatientID": "PID1"}), Model.STUDY_ROOT)
     list(table_app.query.find(query, Actor.dicom("WS1", "10.1.2.3")))
+    table_app.committer.submit(lambda _s, _b: None)  # reads are audited in the next transaction
     with table_app.index.session() as session:
         entries = session.audit_entries()
     stores = [e for e in entries if e["action"] == "store"]

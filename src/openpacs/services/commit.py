@@ -116,6 +116,15 @@ class GroupCommitter:
             raise job.error
         return job.result  # type: ignore[no-any-return]
 
+    def submit_later(self, work: Callable[[IndexSession, Batch], object]) -> None:
+        """Queue *work* for the next transaction without waiting for it (reads' audit records)."""
+        job: _Job[object] = _Job(work)
+        with self._cond:
+            if self._stopping:
+                raise RuntimeError("the index writer is stopped")
+            self._queue.append(job)
+            self._cond.notify()
+
     def close(self) -> None:
         """Finish the queued units, then stop."""
         with self._cond:

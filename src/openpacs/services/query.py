@@ -24,6 +24,7 @@ from openpacs.domain.tags import (
     vr_of,
 )
 from openpacs.ports.index import AuditRecord, Index, MatchRow
+from openpacs.services.commit import GroupCommitter
 
 _QR_LEVEL = json_key(tag_of("QueryRetrieveLevel"))
 _CHARSET = json_key(tag_of("SpecificCharacterSet"))
@@ -38,12 +39,14 @@ class QueryService:
     def __init__(
         self,
         index: Index,
+        committer: GroupCommitter,
         *,
         ae_title: str,
         fold_names: bool,
         clock: Callable[[], datetime],
     ) -> None:
         self._index = index
+        self._committer = committer
         self._ae_title = ae_title
         self._fold_names = fold_names
         self._clock = clock
@@ -79,19 +82,16 @@ class QueryService:
 
     def _audit(self, query: Query, actor: Actor, count: int, outcome: str) -> None:
         keys = {keyword_of(int(c.key, 16)): list(c.values) or [c.low, c.high] for c in query.conditions}
-        with self._index.session(write=True) as session:
-            session.add_audit(
-                [
-                    AuditRecord(
-                        time=self._clock(),
-                        actor=actor,
-                        action="query",
-                        outcome=outcome,
-                        resources=[],
-                        details={"level": str(query.level), "keys": keys, "answers": count},
-                    )
-                ]
-            )
+        record = AuditRecord(
+            time=self._clock(),
+            actor=actor,
+            action="query",
+            outcome=outcome,
+            resources=[],
+            details={"level": str(query.level), "keys": keys, "answers": count},
+        )
+        # a read changes nothing: its record joins the next transaction, the answer does not wait
+        self._committer.submit_later(lambda _s, batch: batch.audit.append(record))
 
     def answer(self, query: Query, row: MatchRow) -> dict[str, Any]:
         """One answer: the identifier's keys filled from the row."""

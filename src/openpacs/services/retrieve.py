@@ -13,6 +13,7 @@ from openpacs.domain.records import Actor, StoredInstance
 from openpacs.domain.tags import UNIQUE_KEYWORD, Level
 from openpacs.ports.index import AuditRecord, Index
 from openpacs.ports.peers import DicomPeer, PeerAddress, SendResult
+from openpacs.services.commit import GroupCommitter
 from openpacs.services.nodes import NodeService
 from openpacs.services.outbound import OutboundService
 
@@ -35,10 +36,12 @@ class RetrieveService:
         outbound: OutboundService,
         nodes: NodeService,
         peer: DicomPeer,
+        committer: GroupCommitter,
         *,
         clock: Callable[[], datetime],
     ) -> None:
         self._index = index
+        self._committer = committer
         self.outbound = outbound
         self._nodes = nodes
         self._peer = peer
@@ -95,21 +98,17 @@ class RetrieveService:
     ) -> None:
         """Record a C-MOVE or C-GET in the audit."""
         outcome = "success" if not result.failed else ("partial" if result.completed else "failure")
-        with self._index.session(write=True) as session:
-            session.add_audit(
-                [
-                    AuditRecord(
-                        time=self._clock(),
-                        actor=actor,
-                        action=action,
-                        outcome=outcome,
-                        resources=[{"level": str(request.level), "uid": uid} for uid in request.uids[:100]],
-                        details={
-                            "destination": destination,
-                            "completed": len(result.completed),
-                            "warnings": len(result.warnings),
-                            "failed": len(result.failed),
-                        },
-                    )
-                ]
-            )
+        record = AuditRecord(
+            time=self._clock(),
+            actor=actor,
+            action=action,
+            outcome=outcome,
+            resources=[{"level": str(request.level), "uid": uid} for uid in request.uids[:100]],
+            details={
+                "destination": destination,
+                "completed": len(result.completed),
+                "warnings": len(result.warnings),
+                "failed": len(result.failed),
+            },
+        )
+        self._committer.submit_later(lambda _s, batch: batch.audit.append(record))

@@ -65,7 +65,7 @@ def create_index_engine(url: str, *, busy_timeout_ms: int = 30000, pool_size: in
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
             mode = "IMMEDIATE" if conn.get_execution_options().get("openpacs_write") else "DEFERRED"
-            conn.exec_driver_sql(f"BEGIN {mode}")
+            conn.connection.driver_connection.execute(f"BEGIN {mode}")  # type: ignore[union-attr]
 
         return engine
     if url.startswith("postgresql://"):

@@ -239,9 +239,7 @@ class SqlIndexSession:
         patients: dict[int, dict[str, Any]] = {}
         for d in deltas:
             if d.new_instances:
-                self.connection.execute(
-                    q.BUMP_SERIES, {"b_pk": d.series_pk, "b_instances": d.new_instances, "b_now": now}
-                )
+                self._run(q.BUMP_SERIES, {"b_pk": d.series_pk, "b_instances": d.new_instances, "b_now": now})
             study = studies.setdefault(
                 d.study_pk,
                 {

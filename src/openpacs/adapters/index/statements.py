@@ -60,7 +60,9 @@ INSERT_LOCATION = sa.insert(_loc)
 BUMP_SERIES = (
     sa.update(_se)
     .where(_se.c.pk == bindparam("b_pk"))
-    .values(num_instances=_se.c.num_instances + bindparam("b_instances"), updated_at=bindparam("b_now"))
+    .values(
+        num_instances=_se.c.num_instances + bindparam("b_instances"), updated_at=bindparam("b_now", type_=t.Timestamp)
+    )
 )
 STUDY_AGGREGATES = sa.select(_st.c.modalities_in_study, _st.c.sop_classes_in_study).where(_st.c.pk == bindparam("b_pk"))
 BUMP_STUDY = (
@@ -70,8 +72,8 @@ BUMP_STUDY = (
         num_instances=_st.c.num_instances + bindparam("b_instances"),
         num_series=_st.c.num_series + bindparam("b_series"),
         size_bytes=_st.c.size_bytes + bindparam("b_size"),
-        last_instance_at=bindparam("b_now"),
-        updated_at=bindparam("b_now"),
+        last_instance_at=bindparam("b_now", type_=t.Timestamp),
+        updated_at=bindparam("b_now", type_=t.Timestamp),
     )
 )
 BUMP_PATIENT = (
@@ -81,7 +83,7 @@ BUMP_PATIENT = (
         num_studies=_p.c.num_studies + bindparam("b_studies"),
         num_series=_p.c.num_series + bindparam("b_series"),
         num_instances=_p.c.num_instances + bindparam("b_instances"),
-        updated_at=bindparam("b_now"),
+        updated_at=bindparam("b_now", type_=t.Timestamp),
     )
 )
 NEXT_CHANGE_SEQ = (

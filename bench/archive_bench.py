@@ -372,9 +372,8 @@ def move(server: Server, study_uid: str, count: int) -> float:
     )
     elapsed = time.perf_counter() - started
     output = result.stdout + result.stderr
-    if f"Completed Suboperations : {count}" not in output and "Completed Suboperations  : " not in output:
-        if "Success" not in output:
-            raise RuntimeError(f"C-MOVE failed on {server.name}: {output[-800:]}")
+    if "Final Move Response (Success)" not in output:
+        raise RuntimeError(f"C-MOVE failed on {server.name}: {output[-800:]}")
     return count / elapsed
 
 
@@ -427,7 +426,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         entry["find_median_ms"] = find_latency(server, patient_ids, 200)
                         entry["move_per_s"] = move(server, move_study, study_size)
                         print(
-                            f"{server.name:24} memory {entry['pss_mb']:.0f} MB, C-FIND {entry['find_median_ms']:.2f} ms,"
+                            f"{server.name:24} memory {entry['pss_mb']:.0f} MB, "
+                            f"C-FIND {entry['find_median_ms']:.2f} ms,"
                             f" C-MOVE {entry['move_per_s']:.0f}/s",
                             flush=True,
                         )

@@ -285,3 +285,16 @@ def test_audit_records_stores_and_queries(table_app: Application) -> None:
     assert len(stores) == len(instances()) and all(e["outcome"] == "success" for e in stores)
     (find,) = [e for e in entries if e["action"] == "query" and e["actor_id"] == "WS1@10.1.2.3"]
     assert find["details"]["answers"] == 2 and find["details"]["keys"] == {"PatientID": ["PID1"]}
+
+
+def test_limit_and_offset(table_app: Application) -> None:
+    def uids(keys: dict[str, str], **paging: int) -> list[str]:
+        query = table_app.query.parse(identifier("STUDY", {"StudyInstanceUID": "", **keys}), Model.STUDY_ROOT)
+        return [a["0020000D"]["Value"][0] for a in table_app.query.find(query, TEST_ORIGIN.actor, **paging)]
+
+    everything = uids({})
+    assert uids({}, limit=2, offset=1) == everything[1:3]
+    assert uids({}, offset=4) == everything[4:]
+    # with a condition evaluated outside SQL (a sequence) the paging still applies
+    filtered = uids({"PatientName": "D*"})
+    assert uids({"PatientName": "D*"}, limit=1, offset=1) == filtered[1:2]

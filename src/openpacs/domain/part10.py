@@ -102,6 +102,8 @@ _VR_NAMES: dict[bytes, str] = {
 }
 
 _FAST_TEXT: dict[str, Any] = {}
+#: VRs whose values are encoded in the Specific Character Set (PS3.5 6.1.2.3)
+_CHARSET_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC"})
 
 #: tag -> (JSON key, dictionary VR or "?", whether pydicom needs it as context)
 _TAG_INFO: dict[int, tuple[str, str, bool]] = {}
@@ -249,9 +251,12 @@ class _Walker:
             converter = _FAST_TEXT.get(vr)
             if converter is not None and length:
                 try:
-                    out[key] = converter(vr, buf[pos:value_end].decode("ascii"))
+                    text = buf[pos:value_end].decode("ascii")
+                    if "\x1b" in text and vr in _CHARSET_VRS:
+                        raise ValueError("ISO 2022 escape sequence")
+                    out[key] = converter(vr, text)
                 except (UnicodeDecodeError, ValueError):
-                    # non-ASCII text needs the character set; odd numbers need pydicom's rules
+                    # non-ASCII or ISO 2022 text needs the character set; odd numbers pydicom's rules
                     self._defer(scope, tag, vr, pos, length)
                     out[key] = None
             elif vr == "SQ":

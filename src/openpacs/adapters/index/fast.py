@@ -95,18 +95,20 @@ class FastStatements:
 
     def __init__(self, dialect: Dialect) -> None:
         self._dialect = dialect
-        self._cache: dict[tuple[int, tuple[str, ...]], _Compiled] = {}
+        self._cache: dict[tuple[int, tuple[str, ...]], tuple[ClauseElement, _Compiled]] = {}
         self._lock = threading.Lock()
 
     def _compiled(self, statement: ClauseElement, keys: tuple[str, ...]) -> _Compiled:
         cache_key = (id(statement), keys)
         found = self._cache.get(cache_key)
-        if found is None:
+        if found is None or found[0] is not statement:  # an id can be reused once an object is gone
+            compiled = _Compiled(statement, self._dialect, keys)
             with self._lock:
-                found = self._cache.get(cache_key)
-                if found is None:
-                    found = self._cache[cache_key] = _Compiled(statement, self._dialect, keys)
-        return found
+                if len(self._cache) > 10_000:
+                    self._cache.clear()
+                self._cache[cache_key] = (statement, compiled)
+            return compiled
+        return found[1]
 
     def execute(self, connection: Connection, statement: ClauseElement, values: dict[str, Any]) -> Rows:
         """Execute a prebuilt statement with one set of values, on the connection's DB-API cursor."""

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 
 from openpacs.adapters.index import columns as cols
 from openpacs.adapters.index import tables as t
+from openpacs.adapters.index.fast import FastStatements, json_value
 from openpacs.domain.matching import Condition, MatchType, Query, matches
 from openpacs.domain.names import fold
 from openpacs.domain.records import BlobRef, StoredInstance
@@ -75,13 +76,30 @@ def _like_pattern(pattern: str) -> str:
     return "".join(out)
 
 
-def _sql_condition(cond: Condition, fold_names: bool) -> sa.ColumnElement[bool] | None:
-    """SQL for a condition on an indexed column, or None when the domain must evaluate it."""
+class _Params:
+    """Bind parameters of one query, named after the condition they come from."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.values: dict[str, Any] = {}
+
+    def __call__(self, value: Any) -> sa.BindParameter[Any]:
+        name = f"{self.prefix}_{len(self.values)}"
+        self.values[name] = value
+        return sa.bindparam(name)
+
+
+def _sql_condition(cond: Condition, fold_names: bool, bind: _Params) -> sa.ColumnElement[bool] | None:
+    """SQL for a condition on an indexed column, or None when the domain must evaluate it.
+
+    Values become bind parameters, so that the statement of a query depends only on its
+    shape and can be built once (see :func:`_statement`).
+    """
     if cond.key == _MODALITIES_IN_STUDY and cond.kind is MatchType.SINGLE:
         return sa.exists(
             sa.select(1)
             .select_from(t.series)
-            .where(t.series.c.study_pk == t.study.c.pk, t.series.c.modality.in_(list(cond.values)))
+            .where(t.series.c.study_pk == t.study.c.pk, t.series.c.modality.in_([bind(v) for v in cond.values]))
         )
     spec = _COLUMNS.get(cond.key)
     if spec is None or cond.kind is MatchType.SEQUENCE:
@@ -99,22 +117,55 @@ def _sql_condition(cond: Condition, fold_names: bool) -> sa.ColumnElement[bool] 
             return None
         clauses: list[sa.ColumnElement[bool]] = [column != ""]
         if cond.low:
-            clauses.append(column >= cond.low)
+            clauses.append(column >= bind(cond.low))
         if cond.high:
-            clauses.append(column <= cond.high)
+            clauses.append(column <= bind(cond.high))
         return sa.and_(*clauses)
     if cond.kind is MatchType.WILDCARD:
         if kind in ("int", "date", "time"):
             return None
-        return sa.or_(*(column.like(_like_pattern(v), escape="\\") for v in values))
+        return sa.or_(*(column.like(bind(_like_pattern(v)), escape="\\") for v in values))
     if kind == "int":
         try:
-            return column.in_([int(float(v)) for v in values])
+            return column.in_([bind(int(float(v))) for v in values])
         except ValueError:
             return sa.false()
     if kind in ("date", "time"):
         return None
-    return column.in_(values)
+    return column.in_([bind(v) for v in values])
+
+
+_STATEMENTS: dict[tuple[Any, ...], tuple[sa.Select[Any], tuple[int, ...]]] = {}
+
+
+def _statement(query: Query, fold_names: bool, limited: bool) -> tuple[sa.Select[Any], dict[str, Any], list[Condition]]:
+    """The SELECT of a query (cached by the query's shape), its parameters, and what SQL leaves."""
+    shape = (
+        query.level,
+        fold_names,
+        limited,
+        tuple((c.key, c.kind, len(c.values), bool(c.low), bool(c.high)) for c in query.conditions),
+    )
+    params: dict[str, Any] = {}
+    cached = _STATEMENTS.get(shape)
+    clauses: list[sa.ColumnElement[bool] | None] = []
+    for n, cond in enumerate(query.conditions):
+        bind = _Params(f"p{n}")
+        clauses.append(_sql_condition(cond, fold_names, bind))
+        params.update(bind.values)
+    in_sql = tuple(n for n, clause in enumerate(clauses) if clause is not None)
+    remaining = [c for n, c in enumerate(query.conditions) if n not in in_sql]
+    if cached is None:
+        select = _base_select(query.level)
+        for clause in clauses:
+            if clause is not None:
+                select = select.where(clause)
+        if limited and not remaining:
+            select = select.limit(sa.bindparam("q_limit")).offset(sa.bindparam("q_offset"))
+        if len(_STATEMENTS) < 2000:
+            _STATEMENTS[shape] = (select, in_sql)
+        return select, params, remaining
+    return cached[0], params, remaining
 
 
 def _base_select(level: Level) -> sa.Select[Any]:
@@ -151,14 +202,14 @@ def _base_select(level: Level) -> sa.Select[Any]:
 
 
 def _row(level: Level, r: Any) -> MatchRow:
-    row = MatchRow(patient=r.patient_attrs)
+    row = MatchRow(patient=json_value(r.patient_attrs))
     row.counts = {
         "NumberOfPatientRelatedStudies": r.num_studies,
         "NumberOfPatientRelatedSeries": r.p_num_series,
         "NumberOfPatientRelatedInstances": r.p_num_instances,
     }
     if level in (Level.STUDY, Level.SERIES, Level.IMAGE):
-        row.study = r.study_attrs
+        row.study = json_value(r.study_attrs)
         row.counts.update(
             {
                 "NumberOfStudyRelatedSeries": r.s_num_series,
@@ -168,10 +219,10 @@ def _row(level: Level, r: Any) -> MatchRow:
             }
         )
     if level in (Level.SERIES, Level.IMAGE):
-        row.series = r.series_attrs
+        row.series = json_value(r.series_attrs)
         row.counts["NumberOfSeriesRelatedInstances"] = r.se_num_instances
     if level is Level.IMAGE:
-        row.instance = r.header
+        row.instance = json_value(r.header)
     return row
 
 
@@ -196,23 +247,15 @@ def _element_for(row: MatchRow, key: str) -> dict[str, Any] | None:
 
 
 def find_rows(
-    connection: Connection, query: Query, *, fold_names: bool, limit: int | None, offset: int
+    connection: Connection, fast: FastStatements, query: Query, *, fold_names: bool, limit: int | None, offset: int
 ) -> Iterator[MatchRow]:
     """Rows matching *query*, at its level."""
-    select = _base_select(query.level)
-    remaining: list[Condition] = []
-    for cond in query.conditions:
-        clause = _sql_condition(cond, fold_names)
-        if clause is None:
-            remaining.append(cond)
-        else:
-            select = select.where(clause)
-    if not remaining:
-        if limit is not None:
-            select = select.limit(limit)
-        if offset:
-            select = select.offset(offset)
-    rows = (_row(query.level, r) for r in connection.execute(select))
+    limited = limit is not None or offset > 0
+    select, params, remaining = _statement(query, fold_names, limited)
+    if limited and not remaining:
+        params["q_limit"] = limit if limit is not None else 2**62
+        params["q_offset"] = offset
+    rows = (_row(query.level, r) for r in fast.execute(connection, select, params))
     if not remaining:
         yield from rows
         return

@@ -387,7 +387,7 @@ class SqlIndexSession:
     # -- query and retrieve ----------------------------------------------------------------
 
     def find(self, query: Query, *, fold_names: bool, limit: int | None = None, offset: int = 0) -> Iterator[MatchRow]:
-        return find_rows(self.connection, query, fold_names=fold_names, limit=limit, offset=offset)
+        return find_rows(self.connection, self._fast, query, fold_names=fold_names, limit=limit, offset=offset)
 
     def stored_instances(self, level: Level, uids: Sequence[str]) -> list[StoredInstance]:
         return load_stored_instances(self.connection, level, uids)

@@ -17,6 +17,7 @@ from openpacs.domain.errors import DuplicateRejected, InvalidQuery
 from openpacs.domain.matching import Model
 from openpacs.domain.records import Actor, ActorType, Issuer, Origin, StoreStatus
 from openpacs.domain.tags import Level
+from openpacs.services.outbound import dataset_offset
 from samples import sample_file
 
 
@@ -298,3 +299,59 @@ def test_limit_and_offset(table_app: Application) -> None:
     # with a condition evaluated outside SQL (a sequence) the paging still applies
     filtered = uids({"PatientName": "D*"})
     assert uids({"PatientName": "D*"}, limit=1, offset=1) == filtered[1:2]
+
+
+def test_outbound_coercion_applies_the_index_sets(app: Application) -> None:
+    """An object whose demographics disagree goes out with the index's, the old values kept."""
+    app.ingest.store(_ct(PatientName="Doe^John"), TEST_ORIGIN)
+    conflicting = _ct(SOPInstanceUID="1.2.11.1", PatientName="Roe^Richard")
+    app.ingest.store(conflicting, TEST_ORIGIN)
+    request = app.retrieve.resolve(
+        identifier(
+            "IMAGE",
+            {
+                "StudyInstanceUID": pydicom.dcmread(sample_file("CT_small.dcm")).StudyInstanceUID,
+                "SeriesInstanceUID": "",
+                "SOPInstanceUID": "1.2.11.1",
+            },
+        ),
+        Model.STUDY_ROOT,
+    )
+    (instance,) = request.instances
+    _, data = app.outbound.encode(instance, ("1.2.840.10008.1.2.1",))
+    ds = pydicom.filereader.read_dataset(io.BytesIO(data), is_implicit_VR=False, is_little_endian=True)
+    assert ds.PatientName == "Doe^John"
+    (item,) = ds.OriginalAttributesSequence
+    assert item.ModifiedAttributesSequence[0].PatientName == "Roe^Richard"
+    assert item.ReasonForTheAttributeModification == "COERCE"
+    # the first object needs nothing: the stored bytes go out as they are
+    (first,) = app.retrieve.resolve(
+        identifier(
+            "IMAGE",
+            {
+                "StudyInstanceUID": instance.study_instance_uid,
+                "SeriesInstanceUID": "",
+                "SOPInstanceUID": pydicom.dcmread(sample_file("CT_small.dcm")).SOPInstanceUID,
+            },
+        ),
+        Model.STUDY_ROOT,
+    ).instances
+    stored = app.outbound.read(first)
+    _, sent = app.outbound.encode(first, ("1.2.840.10008.1.2.1",))
+    assert sent == stored[dataset_offset(stored) :]
+
+
+def test_a_node_default_issuer_applies_to_its_objects(app: Application) -> None:
+    from openpacs.domain.records import Node
+
+    app.nodes.add(
+        Node(name="ct", ae_title="CT7", host="127.0.0.1", port=104, default_issuer="RADIOLOGY"), TEST_ORIGIN.actor
+    )
+    decision = app.nodes.decide("CT7", "127.0.0.1")
+    origin = app.nodes.origin(decision, "CT7", "OPENPACS", "127.0.0.1")
+    assert origin.default_issuer == Issuer("RADIOLOGY")
+    app.ingest.store(_ct(), origin)
+    query = app.query.parse(
+        identifier("PATIENT", {"PatientID": "", "IssuerOfPatientID": "RADIOLOGY"}), Model.PATIENT_ROOT
+    )
+    assert len(list(app.query.find(query, TEST_ORIGIN.actor))) == 1

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pydicom.filereader import read_dataset
 from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
 
 from openpacs.dimse.identifiers import _encode_with_pydicom, decode_identifier, encode_identifier
 

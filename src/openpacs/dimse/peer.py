@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 from openpacs.dimse import commands as cmd
 from openpacs.dimse.association import Aborted, Association
@@ -92,46 +93,63 @@ class DimsePeer:
         if len(contexts) > _MAX_CONTEXTS:
             raise PeerError(f"{len(contexts)} presentation contexts would be needed; the limit is {_MAX_CONTEXTS}")
         assoc = self._associate(peer, contexts, self.timeout)
-        try:
-            for item in batch:
-                if cancelled is not None and cancelled():
-                    break
-                outcome, reason = self._store_one(assoc, item, move_originator)
-                if outcome == 0:
-                    result.completed.append(item.sop_instance_uid)
-                elif outcome == 1:
-                    result.warnings.append(item.sop_instance_uid)
-                else:
+        # the next instance is read (and transcoded if need be) while the current one is in flight
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="send-prepare") as reader:
+            upcoming = reader.submit(self._prepare, assoc, batch[0])
+            try:
+                for n, item in enumerate(batch):
+                    prepared = upcoming.result()
+                    if n + 1 < len(batch):
+                        upcoming = reader.submit(self._prepare, assoc, batch[n + 1])
+                    if cancelled is not None and cancelled():
+                        break
+                    outcome, reason = self._store_one(assoc, item, prepared, move_originator)
+                    if outcome == 0:
+                        result.completed.append(item.sop_instance_uid)
+                    elif outcome == 1:
+                        result.warnings.append(item.sop_instance_uid)
+                    else:
+                        result.failed[item.sop_instance_uid] = reason
+                    if progress is not None:
+                        progress(item.sop_instance_uid, outcome)
+            except (Aborted, TimeoutError) as exc:
+                # what was sent stays sent; the rest failed (the caller reports both)
+                reason = f"association with {peer} ended: {exc or 'timeout'}"
+                log.warning("%s", reason)
+                for item in batch[result.attempted :]:
                     result.failed[item.sop_instance_uid] = reason
-                if progress is not None:
-                    progress(item.sop_instance_uid, outcome)
-        except (Aborted, TimeoutError) as exc:
-            # what was sent stays sent; the rest failed (the caller reports both)
-            reason = f"association with {peer} ended: {exc or 'timeout'}"
-            log.warning("%s", reason)
-            for item in batch[result.attempted :]:
-                result.failed[item.sop_instance_uid] = reason
-            assoc.abort()
-            return result
+                assoc.abort()
+                return result
         assoc.release(self.timeout)
         return result
 
-    def _store_one(
-        self, assoc: Association, item: OutgoingInstance, move_originator: tuple[str, int] | None
-    ) -> tuple[int, str]:
+    @staticmethod
+    def _prepare(assoc: Association, item: OutgoingInstance) -> tuple[int, bytes | memoryview] | str:
+        """(context ID, data set bytes) to send *item* on, or the reason it cannot be sent."""
         offered = assoc.contexts_for(item.sop_class_uid)
         if not offered:
-            return 2, "the peer accepted no presentation context for this SOP class"
+            return "the peer accepted no presentation context for this SOP class"
         try:
             syntax, data = item.data(tuple(c.transfer_syntax for c in offered))
         except OpenPacsError as exc:
-            return 2, exc.reason
+            return exc.reason
         except OSError as exc:
-            return 2, f"cannot read the stored file: {exc}"
+            return f"cannot read the stored file: {exc}"
         except Exception as exc:
             log.exception("cannot prepare %s for sending", item.sop_instance_uid)
-            return 2, f"cannot encode: {type(exc).__name__}"
-        context = next(c for c in offered if c.transfer_syntax == syntax)
+            return f"cannot encode: {type(exc).__name__}"
+        return next(c.id for c in offered if c.transfer_syntax == syntax), data
+
+    def _store_one(
+        self,
+        assoc: Association,
+        item: OutgoingInstance,
+        prepared: tuple[int, bytes | memoryview] | str,
+        move_originator: tuple[str, int] | None,
+    ) -> tuple[int, str]:
+        if isinstance(prepared, str):
+            return 2, prepared
+        context_id, data = prepared
         message_id = assoc.next_message_id()
         command = {
             "CommandField": cmd.C_STORE_RQ,
@@ -143,7 +161,7 @@ class DimsePeer:
         if move_originator is not None:
             command["MoveOriginatorApplicationEntityTitle"] = move_originator[0]
             command["MoveOriginatorMessageID"] = move_originator[1]
-        assoc.send(context.id, command, data)
+        assoc.send(context_id, command, data)
         try:
             reply = assoc.receive()
         except TimeoutError as exc:

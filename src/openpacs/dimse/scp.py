@@ -438,7 +438,9 @@ class ScpSession:
         self.log.counts["C-GET:sent"] += len(result.completed) + len(result.warnings)
         self._final(msg, cmd.C_GET_RSP, total, result, cancelled, uids)
 
-    def _sub_store(self, get_msg: Message, context_id: int, sop_class: str, sop_instance: str, data: bytes) -> int:
+    def _sub_store(
+        self, get_msg: Message, context_id: int, sop_class: str, sop_instance: str, data: bytes | memoryview
+    ) -> int:
         message_id = self.assoc.next_message_id()
         self.assoc.send(
             context_id,

@@ -31,7 +31,7 @@ class OutgoingInstance:
     sop_class_uid: str
     sop_instance_uid: str
     transfer_syntax_uid: str
-    data: Callable[[tuple[str, ...]], tuple[str, bytes]]
+    data: Callable[[tuple[str, ...]], tuple[str, bytes | memoryview]]
 
 
 @dataclass

@@ -71,7 +71,7 @@ class NetworkService:
 
 
 def _file_instance(path: Path, parsed: ParsedInstance) -> OutgoingInstance:
-    def data(accepted: tuple[str, ...]) -> tuple[str, bytes]:
+    def data(accepted: tuple[str, ...]) -> tuple[str, bytes | memoryview]:
         if parsed.transfer_syntax_uid not in accepted:
             raise OpenPacsError(f"the peer does not accept {parsed.transfer_syntax_uid}; files are sent as they are")
         raw = path.read_bytes()

@@ -82,7 +82,7 @@ class OutboundService:
         """The stored Part 10 bytes."""
         return self._blobs.read(instance.blob.key)
 
-    def encode(self, instance: StoredInstance, accepted: tuple[str, ...]) -> tuple[str, bytes]:
+    def encode(self, instance: StoredInstance, accepted: tuple[str, ...]) -> tuple[str, bytes | memoryview]:
         """(transfer syntax, data set bytes without File Meta) for a peer accepting *accepted*."""
         target = tsx.choose(instance.transfer_syntax_uid, accepted)
         if target is None:
@@ -92,7 +92,7 @@ class OutboundService:
         data = self.read(instance)
         changes = coercion_changes(instance)
         if not changes and target == instance.transfer_syntax_uid:
-            return target, data[dataset_offset(data) :]
+            return target, memoryview(data)[dataset_offset(data) :]
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
         if changes:
             self._coerce(ds, changes)

@@ -402,12 +402,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     results: dict[str, Any] = {"corpus": {"ct": ct_count, "small": small_count}, "servers": {}}
     starters = {"orthanc": start_orthanc, "openpacs": start_openpacs}
-    for phase, folders_of in (
+    phases = [
         ("ct_1", lambda: [ct]),
         ("small_1", lambda: [small]),
         ("ct_4", lambda: split(ct, 4)),
         ("small_4", lambda: split(small, 4)),
-    ):
+    ]
+    for phase, folders_of in [p for p in phases if not args.phases or p[0] in args.phases]:
         for key, start in starters.items():
             with tempfile.TemporaryDirectory(dir=WORK) as tmp, storescp(Path(tmp) / "dest") as dest_port:
                 settle()
@@ -454,7 +455,7 @@ def markdown(results: dict[str, Any]) -> str:
         ("memory after 7,000 instances, PSS (MB)", "pss_mb", "{:.0f}"),
     ]
     lines = ["| measure | Orthanc | OpenPACS | OpenPACS vs Orthanc |", "|---|---:|---:|---:|"]
-    for label, key, fmt in rows:
+    for label, key, fmt in [row for row in rows if row[1] in r]:
         lines.append(f"| {label} | {fmt.format(o[key])} | {fmt.format(p[key])} | {r[key]:.2f}x |")
     return "\n".join(lines)
 
@@ -462,6 +463,12 @@ def markdown(results: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small corpora, for a try")
+    parser.add_argument(
+        "--phases",
+        type=lambda v: set(v.split(",")),
+        default=set(),
+        help="only these of ct_1,small_1,ct_4,small_4 (small_1 includes memory, C-FIND and C-MOVE)",
+    )
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)

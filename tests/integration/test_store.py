@@ -318,3 +318,42 @@ def test_the_requestor_preferred_transfer_syntax_is_taken(server: ServerProcess)
             assert context.transfer_syntax == proposed[0]
         finally:
             assoc.release()
+
+
+def test_htj2k_is_accepted_and_stored_as_received(server: ServerProcess) -> None:
+    """High-Throughput JPEG 2000 (PS3.5 A.4.11): accepted, stored and served byte for byte."""
+    htj2k = "1.2.840.10008.1.2.4.201"
+    ds = pydicom.dcmread(sample_file("MR_small_jp2klossless.dcm"))
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = htj2k
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    data = buffer.getvalue()
+    body = data[dataset_offset(data) :]
+    assoc = request(
+        "127.0.0.1",
+        server.dicom_port,
+        calling_ae="HTJ2K",
+        called_ae="OPENPACS",
+        contexts=[(str(ds.SOPClassUID), (htj2k,))],
+        max_pdu=65536,
+        timeout=10,
+    )
+    try:
+        (context,) = assoc.contexts.values()
+        assert context.transfer_syntax == htj2k
+        assert _store_raw(assoc, body, str(ds.SOPClassUID), str(ds.SOPInstanceUID))[0] == 0x0000
+    finally:
+        assoc.release()
+    got = c_get(
+        server.dicom_port,
+        ds.StudyInstanceUID,
+        [str(ds.SOPClassUID)],
+        [htj2k],
+        series_uid=ds.SeriesInstanceUID,
+        sop_instance_uid=ds.SOPInstanceUID,
+    )
+    (received,) = got.received
+    assert got.received_syntaxes == [htj2k]
+    assert received.PixelData == ds.PixelData

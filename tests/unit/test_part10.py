@@ -58,6 +58,21 @@ def test_header_json_equals_pydicom(path: Path) -> None:
     assert _normalized(parsed.header) == reference
 
 
+def test_every_transfer_syntax_folder_of_the_shared_corpus_parses(shared_data: Path) -> None:
+    """../shared's pylibjpeg-data: one file per transfer syntax folder at least is vetted and indexed."""
+    folders = sorted(p for p in (shared_data / "dicom" / "pylibjpeg-data").iterdir() if p.is_dir())
+    assert len(folders) >= 10
+    for folder in folders:
+        parsed = []
+        for path in sorted(folder.glob("*.dcm")):
+            try:
+                parsed.append(parse_part10(path.read_bytes()))
+            except InvalidInstance:
+                continue
+        assert parsed, f"no file of {folder.name} could be parsed"
+        assert all(p.header.get("7FE00010") for p in parsed)
+
+
 def test_bulk_data_uri_addresses_the_value_in_the_file() -> None:
     data = sample_file("CT_small.dcm").read_bytes()
     parsed = parse_part10(data)

@@ -355,3 +355,48 @@ def test_a_node_default_issuer_applies_to_its_objects(app: Application) -> None:
         identifier("PATIENT", {"PatientID": "", "IssuerOfPatientID": "RADIOLOGY"}), Model.PATIENT_ROOT
     )
     assert len(list(app.query.find(query, TEST_ORIGIN.actor))) == 1
+
+
+def test_concurrent_copies_of_one_instance_store_one(app: Application) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    copies = [_ct(StudyDescription=f"copy {n}") for n in range(6)]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        outcomes = list(pool.map(lambda data: app.ingest.store(data, TEST_ORIGIN), copies))
+    statuses = sorted(str(o.status) for o in outcomes)
+    assert statuses == ["duplicate-differs"] * 5 + ["stored"]
+    assert app.archive.stats().instances == 1
+
+
+def test_a_series_of_another_study_is_refused_and_audited(tmp_path: Path, database_url: str) -> None:
+    from openpacs.adapters.storage.filesystem import FilesystemBlobStore
+    from openpacs.domain.errors import InvalidInstance
+
+    store = FilesystemBlobStore(tmp_path / "storage")
+    app = application(tmp_path, database_url, blobs=store)
+    try:
+        app.ingest.store(_ct(), TEST_ORIGIN)
+        with pytest.raises(InvalidInstance, match="already belongs to study"):
+            app.ingest.store(_ct(SOPInstanceUID="1.2.12.1", StudyInstanceUID="1.2.12"), TEST_ORIGIN)
+        assert app.archive.stats().instances == 1
+        assert len(list((tmp_path / "storage").rglob("*.dcm"))) == 1
+        with app.index.session() as session:
+            refused = [e for e in session.audit_entries() if e["outcome"] == "refused"]
+        assert refused and "already belongs to study" in refused[0]["details"]["reason"]
+    finally:
+        app.close()
+
+
+def test_an_oversized_instance_is_refused_and_audited(tmp_path: Path, database_url: str) -> None:
+    from openpacs.domain.errors import InstanceTooLarge
+
+    app = application(tmp_path, database_url, dicom={"max_instance_bytes": 2048})
+    try:
+        with pytest.raises(InstanceTooLarge):
+            app.ingest.store(_ct(), TEST_ORIGIN)
+        app.committer.submit(lambda _s, _b: None)
+        with app.index.session() as session:
+            (entry,) = session.audit_entries()
+        assert (entry["outcome"], entry["details"]["status"]) == ("refused", "0xA700")
+    finally:
+        app.close()

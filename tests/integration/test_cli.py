@@ -208,3 +208,44 @@ def test_db_upgrade_and_version(tmp_path: Path) -> None:
     result = run_cli("db", "upgrade", "--data-dir", str(tmp_path))
     assert "revision 0001" in result.stdout
     assert run_cli("version").stdout.strip()
+
+
+def test_the_called_ae_title_can_be_checked(tmp_path: Path) -> None:
+    server = start_server(
+        tmp_path / "data",
+        f"sqlite:///{tmp_path / 'data' / 'index.sqlite3'}",
+        extra_env={"OPENPACS_DICOM__CHECK_CALLED_AE_TITLE": "true"},
+    )
+    try:
+        data = ["--data-dir", str(tmp_path / "cli")]
+        wrong = run_cli("echo", f"ANY-SCP@127.0.0.1:{server.dicom_port}", *data, check=False)
+        assert wrong.returncode == 1 and "called AE title not recognised" in wrong.stderr
+        run_cli("echo", f"OPENPACS@127.0.0.1:{server.dicom_port}", *data)
+    finally:
+        server.stop()
+
+
+def test_two_processes_share_the_dicom_port(pg_database: object, tmp_path: Path) -> None:
+    """dicom.reuse_port: two servers on one PostgreSQL index accept on the same port."""
+    from pydicom.dataset import Dataset
+
+    from dimse_client import c_echo, c_find
+
+    url = pg_database.url  # type: ignore[attr-defined]
+    env = {"OPENPACS_DICOM__REUSE_PORT": "true", "OPENPACS_STORAGE__PATH": str(tmp_path / "storage")}
+    first = start_server(tmp_path / "a", url, extra_env=env)
+    second = start_server(tmp_path / "b", url, extra_env=env, dicom_port=first.dicom_port)
+    try:
+        for _ in range(8):
+            assert c_echo(first.dicom_port) == 0
+        second.cli("import", str(sample_file("CT_small.dcm")))
+        ds = Dataset()
+        ds.QueryRetrieveLevel = "STUDY"
+        ds.StudyInstanceUID = ""
+        ds.PatientID = "1CT1"
+        assert len(c_find(first.dicom_port, ds).answers) == 1
+        logs = first.log() + second.log()
+        assert logs.count("C-ECHO 1") + logs.count("C-FIND 1") >= 2
+    finally:
+        second.stop()
+        first.stop()

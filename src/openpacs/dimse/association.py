@@ -86,6 +86,8 @@ class Association:
             buffers += pdu.p_data_buffers(context_id, False, data, max_pdu)
         try:
             self.pdus.send_buffers(buffers)
+        except TimeoutError:
+            raise
         except OSError as exc:
             raise Aborted(f"connection lost while sending: {exc}") from exc
 

@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from openpacs.dimse import commands as cmd
-from openpacs.dimse.association import Aborted, Association
+from openpacs.dimse.association import Aborted, Association, ReleaseRequested
 from openpacs.dimse.negotiation import VERIFICATION, AssociationFailed, request
+from openpacs.dimse.pdu import ProtocolError
 from openpacs.domain import transfer_syntaxes as tsx
 from openpacs.domain.errors import OpenPacsError, PeerError
 from openpacs.ports.peers import OutgoingInstance, PeerAddress, SendResult
@@ -56,13 +57,15 @@ class DimsePeer:
                 reply = assoc.receive()
             except TimeoutError as exc:
                 raise PeerError(f"{peer} did not answer the C-ECHO within {timeout:g} s") from exc
-            except Aborted as exc:
+            except (Aborted, ReleaseRequested, ProtocolError) as exc:
                 raise PeerError(f"{peer} aborted the association during the C-ECHO") from exc
             status = int(reply.command.get("Status", 0xC000))
             if status != 0:
                 raise PeerError(f"{peer} answered the C-ECHO with status 0x{status:04X}")
-        finally:
-            assoc.release(timeout)
+        except PeerError:
+            assoc.abort()
+            raise
+        assoc.release(timeout)
 
     def send(
         self,
@@ -112,7 +115,7 @@ class DimsePeer:
                         result.failed[item.sop_instance_uid] = reason
                     if progress is not None:
                         progress(item.sop_instance_uid, outcome)
-            except (Aborted, TimeoutError) as exc:
+            except (Aborted, TimeoutError, ProtocolError, ReleaseRequested) as exc:
                 # what was sent stays sent; the rest failed (the caller reports both)
                 reason = f"association with {peer} ended: {exc or 'timeout'}"
                 log.warning("%s", reason)

@@ -245,6 +245,7 @@ class ScpSession:
         """Query (PS3.4 C.4.1): pending answers, then success; C-CANCEL stops it."""
         self.log.counts["C-FIND"] += 1
         if not self._allowed(Service.FIND):
+            self.log.counts["C-FIND:refused"] += 1
             self._respond(msg, cmd.C_FIND_RSP, NOT_AUTHORIZED, "this node may not query")
             return
         context = self.assoc.contexts[msg.context_id]
@@ -321,6 +322,7 @@ class ScpSession:
         """Retrieve by C-MOVE (PS3.4 C.4.2): sub-operations on an association to the destination."""
         self.log.counts["C-MOVE"] += 1
         if not self._allowed(Service.MOVE):
+            self.log.counts["C-MOVE:refused"] += 1
             self._respond(msg, cmd.C_MOVE_RSP, NOT_AUTHORIZED, "this node may not retrieve")
             return
         context = self.assoc.contexts[msg.context_id]
@@ -390,6 +392,7 @@ class ScpSession:
         """Retrieve by C-GET (PS3.4 C.4.3): C-STORE sub-operations on this association."""
         self.log.counts["C-GET"] += 1
         if not self._allowed(Service.GET):
+            self.log.counts["C-GET:refused"] += 1
             self._respond(msg, cmd.C_GET_RSP, NOT_AUTHORIZED, "this node may not retrieve")
             return
         context = self.assoc.contexts[msg.context_id]

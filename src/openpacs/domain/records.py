@@ -106,6 +106,7 @@ class StoreStatus(StrEnum):
     DUPLICATE_DIFFERS = "duplicate-differs"  # kept the first copy; the new one's content differs
     REPLACED = "replaced"  # overwrite policy
     REJECTED = "rejected"  # reject policy: the caller reports DuplicateRejected
+    REFUSED = "refused"  # refused inside the transaction (its error says why)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ class StoreOutcome:
     study_instance_uid: str
     identity_conflict: bool = False
     warning: str = ""
+    error: Exception | None = None
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,6 @@ class Batch:
     studies: dict[str, StudyRow] = field(default_factory=dict)
     series: dict[str, SeriesRow] = field(default_factory=dict)
     patients: dict[int, PatientRow] = field(default_factory=dict)
-    sop_instance_uids: set[str] = field(default_factory=set)
     instances: list[NewInstance] = field(default_factory=list)
     deltas: dict[int, CountDelta] = field(default_factory=dict)
     changes: list[ChangeRecord] = field(default_factory=list)
@@ -73,6 +72,7 @@ class Batch:
 class _Job(Generic[T]):
     work: Callable[[IndexSession, Batch], T]
     durable: Future[None] | None = None
+    later: bool = False
     done: threading.Event = field(default_factory=threading.Event)
     result: Any = None
     error: BaseException | None = None
@@ -118,10 +118,11 @@ class GroupCommitter:
 
     def submit_later(self, work: Callable[[IndexSession, Batch], object]) -> None:
         """Queue *work* for the next transaction without waiting for it (reads' audit records)."""
-        job: _Job[object] = _Job(work)
+        job: _Job[object] = _Job(work, later=True)
         with self._cond:
             if self._stopping:
-                raise RuntimeError("the index writer is stopped")
+                log.warning("the index writer is stopping: an audit record of a read is lost")
+                return
             self._queue.append(job)
             self._cond.notify()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -15,6 +16,8 @@ from openpacs.domain.part10 import encode_file_meta, has_file_meta, looks_like_d
 from openpacs.domain.records import Actor, ActorType, Issuer, Origin, StoreStatus
 from openpacs.services.ingest import IngestService
 from openpacs.services.network import iter_files
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -94,6 +97,9 @@ class ImportService:
             outcome = self._ingest.store(data, origin)
         except OpenPacsError as exc:
             return f"rejected:{exc.reason}"
+        except Exception as exc:
+            log.exception("importing %s failed", path)
+            return f"rejected:{type(exc).__name__}: {exc}"
         if outcome.status in (StoreStatus.DUPLICATE, StoreStatus.DUPLICATE_DIFFERS):
             return "duplicate"
         return "imported-conflict" if outcome.identity_conflict else "imported"

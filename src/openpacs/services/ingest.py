@@ -20,6 +20,7 @@ from openpacs.domain import dicom_json as dj
 from openpacs.domain.errors import (
     DuplicateRejected,
     InstanceTooLarge,
+    InvalidInstance,
     OpenPacsError,
     OutOfResources,
     SopClassMismatch,
@@ -35,6 +36,8 @@ from openpacs.services.identity import MODALITY, Attacher
 log = logging.getLogger(__name__)
 
 _INSTANCE_NUMBER = json_key(tag_of("InstanceNumber"))
+#: outcomes whose new blob no location refers to
+_NOT_KEPT = frozenset({StoreStatus.DUPLICATE, StoreStatus.DUPLICATE_DIFFERS, StoreStatus.REJECTED, StoreStatus.REFUSED})
 
 
 @dataclass(frozen=True)
@@ -99,9 +102,11 @@ class IngestService:
         instance is refused; nothing is changed then.
         """
         if len(data) > self._policy.max_instance_bytes:
-            raise InstanceTooLarge(
+            too_large = InstanceTooLarge(
                 f"the instance has {len(data)} bytes, more than the limit of {self._policy.max_instance_bytes}"
             )
+            self._audit_refusal(origin, too_large, expected_sop_instance_uid)
+            raise too_large
         key = self._blobs.new_key(self._clock())
         blob = BlobRef(self._blobs.name, key, len(data))
         write = self._writer.submit(self._blobs.put, key, data)
@@ -131,22 +136,24 @@ class IngestService:
             )
         except StorageFull as exc:
             self._discard(write, key)
-            raise OutOfResources(f"storage is full: {exc}") from exc
+            full = OutOfResources(f"storage is full: {exc}")
+            self._audit_refusal(origin, full, parsed.sop_instance_uid)
+            raise full from exc
         except BaseException:
             # the outcome of a failed commit may be unknown: the sweeper deletes the blob
             # only if no location refers to it
             self._revoke(blob)
             raise
-        if outcome.status in (StoreStatus.DUPLICATE, StoreStatus.DUPLICATE_DIFFERS, StoreStatus.REJECTED):
+        if outcome.status in _NOT_KEPT:
             self._discard(write, key)
+        if outcome.error is not None:
+            raise outcome.error
         if outcome.status is StoreStatus.DUPLICATE_DIFFERS:
             log.warning(
                 "duplicate SOP Instance %s from %s differs from the stored copy; the first copy is kept",
                 outcome.sop_instance_uid,
                 origin.actor.id,
             )
-        if outcome.status is StoreStatus.REJECTED:
-            raise DuplicateRejected(f"SOP Instance {outcome.sop_instance_uid} is already stored")
         return outcome
 
     def _discard(self, write: Future[None], key: str) -> None:
@@ -169,16 +176,22 @@ class IngestService:
         except Exception:
             log.exception("could not queue %s for deletion; the orphan scan will remove it", blob.key)
 
-    def _audit_refusal(self, origin: Origin, error: OpenPacsError, sop_instance_uid: str | None) -> None:
-        """Record a refused instance in the audit (nothing else changes)."""
-        record = AuditRecord(
-            time=self._clock(),
+    @staticmethod
+    def _refusal_record(
+        origin: Origin, error: OpenPacsError, sop_instance_uid: str | None, now: datetime
+    ) -> AuditRecord:
+        return AuditRecord(
+            time=now,
             actor=origin.actor,
             action="store",
             outcome="refused",
             resources=[{"level": "IMAGE", "uid": sop_instance_uid}] if sop_instance_uid else [],
             details={"transport": origin.transport, "status": f"0x{error.dimse_status:04X}", "reason": error.reason},
         )
+
+    def _audit_refusal(self, origin: Origin, error: OpenPacsError, sop_instance_uid: str | None) -> None:
+        """Record a refused instance in the audit (nothing else changes)."""
+        record = self._refusal_record(origin, error, sop_instance_uid, self._clock())
         try:
             self._committer.submit(lambda _s, b: b.audit.append(record))
         except Exception:
@@ -213,14 +226,16 @@ class IngestService:
         checksum: str,
     ) -> StoreOutcome:
         sop_uid = parsed.sop_instance_uid
-        in_batch = sop_uid in batch.sop_instance_uids
-        existing = None if in_batch else session.instance_brief(sop_uid)
-        if in_batch or existing is not None:
+        earlier = next((row for row in batch.instances if row.sop_instance_uid == sop_uid), None)
+        existing = None if earlier is not None else session.instance_brief(sop_uid)
+        if earlier is not None or existing is not None:
             if self._policy.duplicate_policy == "reject":
                 self._audit(batch, parsed, origin, "duplicate-rejected")
-                return StoreOutcome(StoreStatus.REJECTED, sop_uid, parsed.study_instance_uid)
-            if existing is None or self._policy.duplicate_policy == "keep-first":
-                differs = existing is not None and existing.checksum != checksum
+                rejected = DuplicateRejected(f"SOP Instance {sop_uid} is already stored")
+                return StoreOutcome(StoreStatus.REJECTED, sop_uid, parsed.study_instance_uid, error=rejected)
+            if self._policy.duplicate_policy == "keep-first":
+                first_checksum = earlier.checksum if earlier is not None else existing.checksum  # type: ignore[union-attr]
+                differs = first_checksum != checksum
                 status = StoreStatus.DUPLICATE_DIFFERS if differs else StoreStatus.DUPLICATE
                 self._audit(batch, parsed, origin, str(status))
                 return StoreOutcome(
@@ -229,8 +244,19 @@ class IngestService:
                     parsed.study_instance_uid,
                     warning="a different instance with this SOP Instance UID is already stored" if differs else "",
                 )
+            if earlier is not None:
+                # overwrite within one transaction: this copy takes the earlier one's place
+                batch.instances.remove(earlier)
+                batch.superseded.append((earlier.blob, "replaced by a newer copy (overwrite policy)"))
 
-        attachment = Attacher(session, batch).attach(parsed.header, sop_uid, origin.default_issuer, origin.calling_ae)
+        try:
+            attachment = Attacher(session, batch).attach(
+                parsed.header, sop_uid, origin.default_issuer, origin.calling_ae
+            )
+        except InvalidInstance as exc:
+            # found before anything was written (a Series Instance UID of another study)
+            batch.audit.append(self._refusal_record(origin, exc, sop_uid, batch.now))
+            return StoreOutcome(StoreStatus.REFUSED, sop_uid, parsed.study_instance_uid, error=exc)
         number = dj.first(parsed.header, _INSTANCE_NUMBER)
         row = NewInstance(
             series_pk=attachment.series_pk,
@@ -244,7 +270,6 @@ class IngestService:
             blob=blob,
             checksum=checksum,
         )
-        batch.sop_instance_uids.add(sop_uid)
         batch.conflicts.extend(attachment.conflicts)
         if existing is not None:
             session.replace_instance(existing.pk, row)

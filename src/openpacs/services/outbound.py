@@ -128,7 +128,7 @@ class OutboundService:
         item = Dataset()
         item.ModifiedAttributesSequence = Sequence([modified])
         item.AttributeModificationDateTime = self._clock().strftime("%Y%m%d%H%M%S")
-        item.ModifyingSystem = "OPENPACS"
+        item.ModifyingSystem = self._ae_title
         item.SourceOfPreviousValues = ""
         item.ReasonForTheAttributeModification = "COERCE"
         existing = ds.get("OriginalAttributesSequence")

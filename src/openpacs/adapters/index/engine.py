@@ -162,8 +162,16 @@ class SqlIndex:
         """Hold the singleton duty *name*: an advisory lock on PostgreSQL, a lease row elsewhere."""
         if self.dialect == "postgresql":
             with self._lease_lock:
-                if name in self._lease_connections:
-                    return True
+                held = self._lease_connections.get(name)
+                if held is not None:
+                    try:
+                        held.execute(sa.text("SELECT 1"))
+                        held.commit()
+                        return True
+                    except sa.exc.DBAPIError:
+                        # the session that held the advisory lock is gone, and the lock with it
+                        held.invalidate()
+                        del self._lease_connections[name]
                 connection = self.engine.connect()
                 got = connection.execute(sa.select(sa.func.pg_try_advisory_lock(_lock_key(name)))).scalar()
                 connection.commit()

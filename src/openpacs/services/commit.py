@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -88,11 +90,14 @@ class GroupCommitter:
         clock: Callable[[], datetime],
         grace_seconds: float,
         max_batch: int = 128,
+        gather_seconds: float = 0.001,
     ) -> None:
         self._index = index
         self._clock = clock
         self._grace_seconds = grace_seconds
         self._max_batch = max_batch
+        self._gather_seconds = gather_seconds
+        self._expected = 0
         self._queue: deque[_Job[Any]] = deque()
         self._cond = threading.Condition()
         self._stopping = False
@@ -133,6 +138,22 @@ class GroupCommitter:
             self._cond.notify()
         self._thread.join(timeout=30)
 
+    @contextmanager
+    def expecting(self) -> Iterator[None]:
+        """Announce a unit of work on its way (a store being received and vetted).
+
+        While more units are on their way than are queued, the committer waits a little
+        (at most ``gather_seconds``) so that they share the transaction and its flush.
+        """
+        with self._cond:
+            self._expected += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._expected -= 1
+                self._cond.notify()
+
     def _run(self) -> None:
         while True:
             with self._cond:
@@ -140,8 +161,21 @@ class GroupCommitter:
                     self._cond.wait()
                 if not self._queue and self._stopping:
                     return
+                deadline = time.monotonic() + self._gather_seconds
+                while (
+                    not self._stopping
+                    and self._queue_of_expected() < self._expected
+                    and len(self._queue) < self._max_batch
+                ):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
             self._commit(batch)
+
+    def _queue_of_expected(self) -> int:
+        return sum(1 for job in self._queue if job.durable is not None)
 
     def _commit(self, jobs: list[_Job[Any]]) -> None:
         from datetime import timedelta

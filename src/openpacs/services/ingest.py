@@ -94,6 +94,17 @@ class IngestService:
         expected_sop_class_uid: str | None = None,
         expected_sop_instance_uid: str | None = None,
     ) -> StoreOutcome:
+        """Store one Part 10 instance; see :meth:`_store`."""
+        with self._committer.expecting():
+            return self._store(data, origin, expected_sop_class_uid, expected_sop_instance_uid)
+
+    def _store(
+        self,
+        data: bytes,
+        origin: Origin,
+        expected_sop_class_uid: str | None,
+        expected_sop_instance_uid: str | None,
+    ) -> StoreOutcome:
         """Store one Part 10 instance (File Meta + data set, as received).
 
         The durable write of the bytes starts at once, while the header is vetted and the

@@ -157,17 +157,7 @@ def accept(
     ac = A_ASSOCIATE_AC()
     ac.from_primitive(primitive)
     sock.send(ac.encode())
-    contexts = {
-        cast(int, cx.context_id): Context(
-            id=cast(int, cx.context_id),
-            abstract_syntax=str(cx.abstract_syntax),
-            transfer_syntax=str(cx.transfer_syntax[0]),
-            as_scu=bool(cx.as_scu),
-            as_scp=bool(cx.as_scp),
-        )
-        for cx in results
-        if cx.result == 0x00
-    }
+    contexts = _accepted(results)
     return Association(
         pdus=sock,
         info=AssociationInfo(
@@ -204,6 +194,21 @@ def _user_information(max_pdu: int) -> list[Any]:
     version = ImplementationVersionNameNotification()
     version.implementation_version_name = IMPLEMENTATION_VERSION
     return [length, implementation, version]
+
+
+def _accepted(results: list[PresentationContext]) -> dict[int, Context]:
+    """The accepted presentation contexts of a negotiation, by context ID."""
+    return {
+        cast(int, cx.context_id): Context(
+            id=cast(int, cx.context_id),
+            abstract_syntax=str(cx.abstract_syntax),
+            transfer_syntax=str(cx.transfer_syntax[0]),
+            as_scu=bool(cx.as_scu),
+            as_scp=bool(cx.as_scp),
+        )
+        for cx in results
+        if cx.result == 0x00
+    }
 
 
 def _version_name(primitive: A_ASSOCIATE) -> str:
@@ -303,17 +308,7 @@ def request(
         if str(cx.abstract_syntax) in scp_roles:
             cx.scu_role, cx.scp_role = True, True
     negotiated = negotiate_as_requestor(requested, answer.presentation_context_definition_results_list, ac_roles)
-    accepted = {
-        cast(int, cx.context_id): Context(
-            id=cast(int, cx.context_id),
-            abstract_syntax=str(cx.abstract_syntax),
-            transfer_syntax=str(cx.transfer_syntax[0]),
-            as_scu=bool(cx.as_scu),
-            as_scp=bool(cx.as_scp),
-        )
-        for cx in negotiated
-        if cx.result == 0x00
-    }
+    accepted = _accepted(negotiated)
     sock.sock.settimeout(timeout)
     return Association(
         pdus=sock,

@@ -34,6 +34,11 @@ def json_key(tag: int) -> str:
     return f"{tag:08X}"
 
 
+def key(keyword: str) -> str:
+    """The DICOM JSON key of a keyword ('PatientID' -> '00100020')."""
+    return json_key(tag_of(keyword))
+
+
 def keyword_of(tag: int) -> str:
     """The keyword of a tag, or its hex form for private and unknown tags."""
     return keyword_for_tag(tag) or json_key(tag)

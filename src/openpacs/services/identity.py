@@ -15,25 +15,20 @@ from openpacs.domain import dicom_json as dj
 from openpacs.domain.errors import InvalidInstance
 from openpacs.domain.names import dates_disagree, names_disagree
 from openpacs.domain.records import Issuer, PatientIdentifier
-from openpacs.domain.tags import LEVEL_KEYS, Level, json_key, tag_of
+from openpacs.domain.tags import LEVEL_KEYS, Level, key
 from openpacs.ports.index import Conflict, IndexSession, PatientRow, SeriesRow, StudyRow
 from openpacs.services.commit import Batch
 
-
-def _k(keyword: str) -> str:
-    return json_key(tag_of(keyword))
-
-
-PATIENT_ID = _k("PatientID")
-ISSUER = _k("IssuerOfPatientID")
-ISSUER_QUALIFIERS = _k("IssuerOfPatientIDQualifiersSequence")
-UNIVERSAL_ID = _k("UniversalEntityID")
-UNIVERSAL_ID_TYPE = _k("UniversalEntityIDType")
-TYPE_CODE = _k("IdentifierTypeCode")
-OTHER_IDS = _k("OtherPatientIDsSequence")
-PATIENT_NAME = _k("PatientName")
-BIRTH_DATE = _k("PatientBirthDate")
-MODALITY = _k("Modality")
+PATIENT_ID = key("PatientID")
+ISSUER = key("IssuerOfPatientID")
+ISSUER_QUALIFIERS = key("IssuerOfPatientIDQualifiersSequence")
+UNIVERSAL_ID = key("UniversalEntityID")
+UNIVERSAL_ID_TYPE = key("UniversalEntityIDType")
+TYPE_CODE = key("IdentifierTypeCode")
+OTHER_IDS = key("OtherPatientIDsSequence")
+PATIENT_NAME = key("PatientName")
+BIRTH_DATE = key("PatientBirthDate")
+MODALITY = key("Modality")
 
 
 def level_attrs(header: dict[str, Any], level: Level) -> dict[str, Any]:
@@ -174,8 +169,8 @@ class Attacher:
     ) -> Attachment:
         """Find or create the patient, study and series of an object (ADR 0002)."""
         session, batch, now = self.session, self.batch, self.batch.now
-        study_uid = dj.text(header, _k("StudyInstanceUID"))
-        series_uid = dj.text(header, _k("SeriesInstanceUID"))
+        study_uid = dj.text(header, key("StudyInstanceUID"))
+        series_uid = dj.text(header, key("SeriesInstanceUID"))
         primary, others = identifiers_of(header, default_issuer)
         patient_attrs = _with_default_issuer(level_attrs(header, Level.PATIENT), default_issuer)
         conflicts: list[Conflict] = []

@@ -11,38 +11,33 @@ from typing import Any
 from openpacs.domain import dicom_json as dj
 from openpacs.domain.matching import tm_key
 from openpacs.domain.names import matching_name
-from openpacs.domain.tags import json_key, tag_of
+from openpacs.domain.tags import key
 
-
-def _k(keyword: str) -> str:
-    return json_key(tag_of(keyword))
-
-
-PATIENT_ID = _k("PatientID")
-ISSUER = _k("IssuerOfPatientID")
-PATIENT_NAME = _k("PatientName")
-BIRTH_DATE = _k("PatientBirthDate")
-SEX = _k("PatientSex")
-STUDY_UID = _k("StudyInstanceUID")
-STUDY_DATE = _k("StudyDate")
-STUDY_TIME = _k("StudyTime")
-ACCESSION = _k("AccessionNumber")
-ACCESSION_ISSUER_SEQ = _k("IssuerOfAccessionNumberSequence")
-LOCAL_NAMESPACE = _k("LocalNamespaceEntityID")
-UNIVERSAL_ID = _k("UniversalEntityID")
-STUDY_ID = _k("StudyID")
-STUDY_DESCRIPTION = _k("StudyDescription")
-REFERRING = _k("ReferringPhysicianName")
-SERIES_UID = _k("SeriesInstanceUID")
-MODALITY = _k("Modality")
-SERIES_NUMBER = _k("SeriesNumber")
-SERIES_DESCRIPTION = _k("SeriesDescription")
-BODY_PART = _k("BodyPartExamined")
-SERIES_DATE = _k("SeriesDate")
-SERIES_TIME = _k("SeriesTime")
-REQUEST_ATTRIBUTES = _k("RequestAttributesSequence")
-REQUESTED_PROCEDURE_ID = _k("RequestedProcedureID")
-SPS_ID = _k("ScheduledProcedureStepID")
+PATIENT_ID = key("PatientID")
+ISSUER = key("IssuerOfPatientID")
+PATIENT_NAME = key("PatientName")
+BIRTH_DATE = key("PatientBirthDate")
+SEX = key("PatientSex")
+STUDY_UID = key("StudyInstanceUID")
+STUDY_DATE = key("StudyDate")
+STUDY_TIME = key("StudyTime")
+ACCESSION = key("AccessionNumber")
+ACCESSION_ISSUER_SEQ = key("IssuerOfAccessionNumberSequence")
+LOCAL_NAMESPACE = key("LocalNamespaceEntityID")
+UNIVERSAL_ID = key("UniversalEntityID")
+STUDY_ID = key("StudyID")
+STUDY_DESCRIPTION = key("StudyDescription")
+REFERRING = key("ReferringPhysicianName")
+SERIES_UID = key("SeriesInstanceUID")
+MODALITY = key("Modality")
+SERIES_NUMBER = key("SeriesNumber")
+SERIES_DESCRIPTION = key("SeriesDescription")
+BODY_PART = key("BodyPartExamined")
+SERIES_DATE = key("SeriesDate")
+SERIES_TIME = key("SeriesTime")
+REQUEST_ATTRIBUTES = key("RequestAttributesSequence")
+REQUESTED_PROCEDURE_ID = key("RequestedProcedureID")
+SPS_ID = key("ScheduledProcedureStepID")
 
 
 def _time(value: str) -> str:

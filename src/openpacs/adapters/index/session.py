@@ -456,27 +456,21 @@ class SqlIndexSession:
         if pks:
             self.connection.execute(sa.delete(t.pending_deletion).where(t.pending_deletion.c.pk.in_(list(pks))))
 
-    def keys_in_use(self, store: str, keys: Sequence[str]) -> set[str]:
-        loc = t.location
+    def _keys_in(self, table: sa.Table, store: str, keys: Sequence[str]) -> set[str]:
         found: set[str] = set()
         for chunk in iter_chunks(keys):
             found.update(
                 self.connection.execute(
-                    sa.select(loc.c.key).where(loc.c.store == store, loc.c.key.in_(list(chunk)))
+                    sa.select(table.c.key).where(table.c.store == store, table.c.key.in_(list(chunk)))
                 ).scalars()
             )
         return found
 
+    def keys_in_use(self, store: str, keys: Sequence[str]) -> set[str]:
+        return self._keys_in(t.location, store, keys)
+
     def keys_pending(self, store: str, keys: Sequence[str]) -> set[str]:
-        pd = t.pending_deletion
-        found: set[str] = set()
-        for chunk in iter_chunks(keys):
-            found.update(
-                self.connection.execute(
-                    sa.select(pd.c.key).where(pd.c.store == store, pd.c.key.in_(list(chunk)))
-                ).scalars()
-            )
-        return found
+        return self._keys_in(t.pending_deletion, store, keys)
 
     def all_locations(self, store: str, after_pk: int, limit: int) -> list[tuple[int, str, int]]:
         loc = t.location

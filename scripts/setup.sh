@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Set up everything OpenPACS needs on this machine, idempotently:
-#   scripts/setup.sh serve   Python virtual environment with OpenPACS
-#   scripts/setup.sh test    the same plus the real parts the tests use: DCMTK, a running
-#                            PostgreSQL on 127.0.0.1:5432 (started from Debian's packages
-#                            when none runs). Debian packages are installed when run as root.
+#   scripts/setup.sh serve   Python virtual environment with OpenPACS, and the OHIF viewer
+#                            (npm package @ohif/app, prebuilt) unpacked into a cache
+#   scripts/setup.sh test    the same plus the real parts the tests use: DCMTK, Chromium, a
+#                            running PostgreSQL on 127.0.0.1:5432 (started from Debian's
+#                            packages when none runs). Debian packages are installed when run
+#                            as root.
 set -euo pipefail
 mode=${1:-serve}
 cd "$(dirname "$0")/.."
@@ -42,7 +44,28 @@ if [ "$current" != "$hash[dev]" ] && [ "$current" != "$hash$extras" ]; then
   echo "$hash$extras" > "$stamp"
 fi
 
+# -- the OHIF viewer (served at /viewer; never committed) -------------------------------
+viewer_dir=$("$venv/bin/python" -c 'from openpacs.settings import default_viewer_dir; print(default_viewer_dir())')
+ohif_version=$("$venv/bin/python" -c 'from openpacs.settings import OHIF_VERSION; print(OHIF_VERSION)')
+if [ ! -f "$viewer_dir/index.html" ]; then
+  command -v npm >/dev/null || apt_install nodejs npm
+  say "installing the OHIF viewer $ohif_version into $viewer_dir"
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  (cd "$work" && npm pack --silent "@ohif/app@$ohif_version" >/dev/null && tar -xzf ohif-app-*.tgz)
+  [ -f "$work/package/dist/index.html" ] || { say "the @ohif/app package has no dist/index.html"; exit 1; }
+  mkdir -p "$(dirname "$viewer_dir")"
+  rm -rf "$viewer_dir.partial"
+  mv "$work/package/dist" "$viewer_dir.partial"
+  mv "$viewer_dir.partial" "$viewer_dir"
+fi
+
 [ "$mode" = test ] || exit 0
+
+# -- Chromium (the browser tests drive it headless) --------------------------------------
+if ! command -v chromium >/dev/null; then
+  apt_install chromium
+fi
 
 # -- DCMTK (the reference DICOM tools the integration tests drive) ---------------------
 if ! command -v storescu >/dev/null || ! command -v findscu >/dev/null; then

@@ -23,15 +23,18 @@ from openpacs.domain.records import Actor, ActorType, Issuer, Node
 from openpacs.ports.blobstore import BlobStore
 from openpacs.services.archive import ArchiveService
 from openpacs.services.commit import GroupCommitter
+from openpacs.services.deletion import DeletionService
 from openpacs.services.importer import ImportService
 from openpacs.services.ingest import IngestPolicy, IngestService
 from openpacs.services.network import NetworkService
 from openpacs.services.nodes import NodeService
-from openpacs.services.outbound import OutboundService
+from openpacs.services.outbound import OutboundService, PartService
 from openpacs.services.query import QueryService
+from openpacs.services.rendering import RenderService
 from openpacs.services.retrieve import RetrieveService
 from openpacs.services.sweeper import SweeperService
-from openpacs.settings import Settings
+from openpacs.services.users import LoginPolicy, UserService
+from openpacs.settings import Settings, default_viewer_dir
 
 log = logging.getLogger("openpacs")
 
@@ -59,6 +62,10 @@ class Application:
     importer: ImportService
     sweeper: SweeperService
     peer: DimsePeer
+    users: UserService
+    deletion: DeletionService
+    parts: PartService
+    rendering: RenderService
     _closed: bool = field(default=False)
 
     def close(self) -> None:
@@ -126,6 +133,18 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
         importer=ImportService(ingest, default_issuer=default_issuer),
         sweeper=SweeperService(index, blobs, grace_seconds=settings.storage.deletion_grace_seconds, clock=utcnow),
         peer=peer,
+        users=UserService(
+            index,
+            clock=utcnow,
+            policy=LoginPolicy(
+                max_failures=settings.http.max_failed_logins,
+                lockout_seconds=settings.http.login_lockout_seconds,
+                session_hours=settings.http.session_hours,
+            ),
+        ),
+        deletion=DeletionService(index, grace_seconds=settings.storage.deletion_grace_seconds, clock=utcnow),
+        parts=PartService(outbound, blobs),
+        rendering=RenderService(outbound),
     )
 
 
@@ -210,13 +229,60 @@ def dimse_server(app: Application) -> DimseServer:
     )
 
 
+def http_app(app: Application, dicom_port: int) -> Any:
+    """The ASGI application of the HTTP service."""
+    from openpacs import __version__
+    from openpacs.asgi import create_app
+    from openpacs.http.context import HttpServices, HttpSettings
+
+    settings = app.settings
+    return create_app(
+        HttpServices(
+            settings=HttpSettings(
+                ae_title=settings.ae_title,
+                dicom_port=dicom_port,
+                cors_origins=tuple(settings.http.cors_origins),
+                viewer_path=str(settings.http.viewer_dir or default_viewer_dir()),
+                version=__version__,
+                max_stow_bytes=settings.http.max_stow_bytes,
+                public_url=settings.http.public_url,
+                details=dict(describe(app)),
+            ),
+            users=app.users,
+            archive=app.archive,
+            query=app.query,
+            retrieve=app.retrieve,
+            outbound=app.outbound,
+            ingest=app.ingest,
+            nodes=app.nodes,
+            network=app.network,
+            deletion=app.deletion,
+            parts=app.parts,
+            rendering=app.rendering,
+        )
+    )
+
+
+def first_start(app: Application) -> None:
+    """On the very first start (no account yet), create 'admin' and print its one-time password once."""
+    password = app.users.ensure_initial_admin()
+    if password is not None:
+        banner = (
+            "\n"
+            "  First start: an administrator account was created.\n"
+            "    user name: admin\n"
+            f"    password:  {password}\n"
+            "  This password is shown once and must be changed at the first login.\n"
+        )
+        # printed to the console, never to the log (ARCHITECTURE: secrets never reach the logs)
+        print(banner, flush=True)
+
+
 def serve(settings: Settings) -> None:
     """Run the server until SIGTERM or SIGINT."""
     import gc
 
     import uvicorn
-
-    from openpacs.rest.app import create_app
 
     class _Server(uvicorn.Server):
         """uvicorn without its own signal handling: ours stops every door in order."""
@@ -227,6 +293,7 @@ def serve(settings: Settings) -> None:
 
     app = build(settings)
     seed_nodes(app)
+    first_start(app)
     # the ingest path allocates many short-lived dicts: collect young objects less often,
     # and keep what start-up built out of the collector's way
     gc.collect()
@@ -236,10 +303,9 @@ def serve(settings: Settings) -> None:
     dimse.start()
     housekeeping = Housekeeping(app)
     housekeeping.start()
-    http_app = create_app(app.archive, ae_title=settings.ae_title, dicom_port=dimse.port)
     server = _Server(
         uvicorn.Config(
-            http_app,
+            http_app(app, dimse.port),
             host=settings.host,
             port=settings.http_port,
             log_level=settings.log_level.lower(),

@@ -115,10 +115,51 @@ class NodeSeed(BaseModel):
     default_issuer: str = Field("", description="Issuer of Patient ID for its objects that carry none.")
 
 
+#: the OHIF viewer release the setup command installs (npm package @ohif/app)
+OHIF_VERSION = "3.13.2"
+
+
+def default_viewer_dir() -> Path:
+    """Where the setup command installs the OHIF viewer: a cache outside the source tree."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "openpacs" / f"ohif-{OHIF_VERSION}"
+
+
 class HttpSettings(BaseModel):
-    """The HTTP service (health, and later the APIs and the console)."""
+    """The HTTP service: DICOMweb, the admin API, the console and the viewer."""
 
     access_log: bool = Field(False, description="Log every HTTP request.")
+    public_url: str = Field(
+        "",
+        description=(
+            "The URL clients reach this server at, e.g. https://pacs.example.org behind a reverse proxy; "
+            "used in the URLs of DICOMweb answers. Default: taken from each request."
+        ),
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Origins of other web applications allowed to call DICOMweb and the API from a browser "
+            '(e.g. ["https://viewer.example.org"]; "*" allows any origin, without credentials).'
+        ),
+    )
+    viewer_dir: Path | None = Field(
+        None,
+        description=(
+            "Folder of the OHIF viewer's files (its dist folder); default the cache the setup command fills, "
+            "~/.cache/openpacs/ohif-VERSION."
+        ),
+    )
+    session_hours: float = Field(12.0, gt=0, description="Hours a console session lasts after logging in.")
+    max_failed_logins: int = Field(
+        5, ge=1, description="Failed logins of one name from one address before it is refused for a while."
+    )
+    login_lockout_seconds: float = Field(300.0, gt=0, description="Seconds a name stays refused after that.")
+    max_stow_bytes: int = Field(
+        64 * 1024**3,
+        ge=1024,
+        description="Largest STOW-RS request body accepted, in bytes (streamed: never held in memory).",
+    )
 
 
 class Settings(BaseSettings):

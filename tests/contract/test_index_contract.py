@@ -341,6 +341,24 @@ def test_outbound_coercion_applies_the_index_sets(app: Application) -> None:
     assert sent == stored[dataset_offset(stored) :]
 
 
+def test_coercion_of_a_compressed_instance_keeps_its_compressed_pixel_data(app: Application) -> None:
+    """Sent in its stored (compressed) syntax, a coerced instance keeps its pixel data as it is."""
+    original = pydicom.dcmread(sample_file("JPEG-LL.dcm"))
+    app.ingest.store(Path(sample_file("JPEG-LL.dcm")).read_bytes(), TEST_ORIGIN)
+    original.SOPInstanceUID = original.SOPInstanceUID + ".9"
+    original.PatientName = "Other^Name"
+    buffer = io.BytesIO()
+    original.save_as(buffer, enforce_file_format=True)
+    app.ingest.store(buffer.getvalue(), TEST_ORIGIN)
+    (instance,) = app.retrieve.instances(original.StudyInstanceUID, original.SeriesInstanceUID, original.SOPInstanceUID)
+    syntax, data = app.outbound.encode(instance, (original.file_meta.TransferSyntaxUID,))
+    assert syntax == original.file_meta.TransferSyntaxUID
+    ds = pydicom.filereader.read_dataset(io.BytesIO(data), is_implicit_VR=False, is_little_endian=True)
+    assert ds.PatientName != "Other^Name"
+    assert ds.OriginalAttributesSequence[0].ModifiedAttributesSequence[0].PatientName == "Other^Name"
+    assert ds.PixelData == original.PixelData
+
+
 def test_a_node_default_issuer_applies_to_its_objects(app: Application) -> None:
     from openpacs.domain.records import Node
 

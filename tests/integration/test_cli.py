@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ServerProcess, StoreScp, free_port, run_cli, start_server
+from openpacs.adapters.index.engine import SCHEMA_HEAD
 from samples import sample_file
 
 
@@ -206,7 +207,7 @@ def test_send_to_a_node(tmp_path: Path, storescp: StoreScp, mixed_corpus: list[P
 
 def test_db_upgrade_and_version(tmp_path: Path) -> None:
     result = run_cli("db", "upgrade", "--data-dir", str(tmp_path))
-    assert "revision 0001" in result.stdout
+    assert f"revision {SCHEMA_HEAD}" in result.stdout
     assert run_cli("version").stdout.strip()
 
 

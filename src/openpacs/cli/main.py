@@ -9,54 +9,35 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from openpacs import __version__, bootstrap
+from openpacs.cli.common import (
+    ConfigFile,
+    DatabaseUrl,
+    DataDir,
+    JsonOut,
+    application_from,
+    cli_actor,
+    console,
+    err,
+    fail,
+    settings_from,
+)
+from openpacs.cli.users import user_app
 from openpacs.domain.errors import OpenPacsError
-from openpacs.domain.records import Actor, ActorType, Node
-from openpacs.settings import Settings, load_settings
+from openpacs.domain.records import Node
 
 app = typer.Typer(help="OpenPACS: DICOM archive, HL7 engine and radiology workflow.", no_args_is_help=True)
 node_app = typer.Typer(help="DICOM nodes (other AEs) and their permissions.", no_args_is_help=True)
 db_app = typer.Typer(help="The index database.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
 app.add_typer(db_app, name="db")
-
-console = Console()
-err = Console(stderr=True)
-
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data folder (env OPENPACS_DATA_DIR).")]
-ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML configuration file (env OPENPACS_CONFIG).")]
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option("--database-url", help="Index database URL, e.g. postgresql://... (env OPENPACS_DATABASE_URL)."),
-]
-JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
-
-def _settings(config: Path | None, **overrides: Any) -> Settings:
-    try:
-        return load_settings(config, **overrides)
-    except (FileNotFoundError, ValueError) as exc:
-        err.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from exc
-
-
-def _cli_actor() -> Actor:
-    import getpass
-
-    return Actor(ActorType.CLI, getpass.getuser(), "local")
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    reason = exc.reason if isinstance(exc, OpenPacsError) else str(exc)
-    err.print(f"[red]error:[/red] {reason}")
-    return typer.Exit(1)
+app.add_typer(user_app, name="user")
 
 
 @app.command()
@@ -82,7 +63,7 @@ def serve(
     log_level: Annotated[str | None, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")] = None,
 ) -> None:
     """Run the server: DICOM, HTTP (and later HL7), until SIGTERM or Ctrl-C."""
-    settings = _settings(
+    settings = settings_from(
         config,
         data_dir=data_dir,
         database_url=database_url,
@@ -95,15 +76,6 @@ def serve(
     )
     bootstrap.configure_logging(settings.log_level)
     bootstrap.serve(settings)
-
-
-def _application(config: Path | None, data_dir: Path | None, database_url: str | None) -> bootstrap.Application:
-    settings = _settings(config, data_dir=data_dir, database_url=database_url)
-    bootstrap.configure_logging("WARNING")
-    try:
-        return bootstrap.build(settings)
-    except Exception as exc:
-        raise _fail(exc) from exc
 
 
 # -- nodes -----------------------------------------------------------------------------
@@ -129,7 +101,7 @@ def node_add(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Add a node; effective at once, also for a running server."""
-    application = _application(config, data_dir, database_url)
+    application = application_from(config, data_dir, database_url)
     try:
         node = application.nodes.add(
             Node(
@@ -145,10 +117,10 @@ def node_add(
                 default_issuer=default_issuer,
                 description=description,
             ),
-            _cli_actor(),
+            cli_actor(),
         )
     except OpenPacsError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     finally:
         application.close()
     console.print(f"node {node.name} added: {node.ae_title}@{node.host}:{node.port}")
@@ -159,7 +131,7 @@ def node_list(
     data_dir: DataDir = None, config: ConfigFile = None, database_url: DatabaseUrl = None, as_json: JsonOut = False
 ) -> None:
     """List the nodes."""
-    application = _application(config, data_dir, database_url)
+    application = application_from(config, data_dir, database_url)
     try:
         nodes = application.nodes.all()
     finally:
@@ -195,11 +167,11 @@ def node_remove(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Remove a node."""
-    application = _application(config, data_dir, database_url)
+    application = application_from(config, data_dir, database_url)
     try:
-        application.nodes.remove(name, _cli_actor())
+        application.nodes.remove(name, cli_actor())
     except OpenPacsError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     finally:
         application.close()
     console.print(f"node {name} removed")
@@ -217,11 +189,11 @@ def echo(
     database_url: DatabaseUrl = None,
 ) -> None:
     """C-ECHO a node and say, on failure, why."""
-    application = _application(config, data_dir, database_url)
+    application = application_from(config, data_dir, database_url)
     try:
         address = application.network.echo(target, timeout=timeout)
     except OpenPacsError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     finally:
         application.close()
     console.print(f"C-ECHO to {address}: success")
@@ -247,7 +219,7 @@ def send(
     database_url: DatabaseUrl = None,
 ) -> None:
     """C-STORE DICOM files to a node, with progress."""
-    application = _application(config, data_dir, database_url)
+    application = application_from(config, data_dir, database_url)
     skipped: list[tuple[Path, str]] = []
     try:
         with _progress() as progress:
@@ -259,7 +231,7 @@ def send(
                 skipped=lambda p, r: skipped.append((p, r)),
             )
     except OpenPacsError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     finally:
         application.close()
     console.print(
@@ -284,7 +256,7 @@ def import_(
     as_json: JsonOut = False,
 ) -> None:
     """Import DICOM files into the archive (same rules as C-STORE)."""
-    application = _application(config, data_dir, database_url)
+    application = application_from(config, data_dir, database_url)
     try:
         with _progress() as progress:
             task = progress.add_task("importing", total=None)
@@ -313,7 +285,7 @@ def stats(
     data_dir: DataDir = None, config: ConfigFile = None, database_url: DatabaseUrl = None, as_json: JsonOut = False
 ) -> None:
     """Counts of patients, studies, series, instances and bytes."""
-    application = _application(config, data_dir, database_url)
+    application = application_from(config, data_dir, database_url)
     try:
         counts = application.archive.stats()
     finally:
@@ -329,7 +301,7 @@ def stats(
 @db_app.command("upgrade")
 def db_upgrade(data_dir: DataDir = None, config: ConfigFile = None, database_url: DatabaseUrl = None) -> None:
     """Apply the pending schema migrations (also done at every start)."""
-    settings = _settings(config, data_dir=data_dir, database_url=database_url)
+    settings = settings_from(config, data_dir=data_dir, database_url=database_url)
     from openpacs.bootstrap import upgrade_database
 
     revision = upgrade_database(settings)

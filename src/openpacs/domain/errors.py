@@ -101,3 +101,31 @@ class PeerError(OpenPacsError):
 
     dimse_status = 0xA801
     http_status = 502
+
+
+class Unauthenticated(OpenPacsError):
+    """No valid credentials were given (HTTP 401)."""
+
+    dimse_status = 0x0124
+    http_status = 401
+
+
+class TooManyAttempts(OpenPacsError):
+    """Too many failed logins from one address for one name: wait (HTTP 429)."""
+
+    dimse_status = 0x0124
+    http_status = 429
+
+
+class Unavailable(OpenPacsError):
+    """A part of the service is not installed or not running (HTTP 503)."""
+
+    dimse_status = 0xA700
+    http_status = 503
+
+
+class RequestTooLarge(OpenPacsError):
+    """A request body is larger than the configured limit (HTTP 413)."""
+
+    dimse_status = 0xA700
+    http_status = 413

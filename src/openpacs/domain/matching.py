@@ -14,6 +14,8 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
+from pydicom.datadict import keyword_for_tag
+
 from openpacs.domain import dicom_json
 from openpacs.domain.errors import InvalidQuery
 from openpacs.domain.names import fold
@@ -178,28 +180,38 @@ def condition_from_json(key: str, element: dict[str, Any] | None) -> Condition |
             values=tuple(texts),
         )
     if vr in _DATE_VRS:
-        value = texts[0]
-        if _is_range(vr, value):
-            low, _, high = value.partition("-")
-            return Condition(
-                key=key,
-                vr=vr,
-                kind=MatchType.RANGE,
-                low=_bound(vr, low.strip(), upper=False) if low.strip() else "",
-                high=_bound(vr, high.strip(), upper=True) if high.strip() else "",
-            )
-        return Condition(
-            key=key,
-            vr=vr,
-            kind=MatchType.RANGE,
-            low=_bound(vr, value, upper=False),
-            high=_bound(vr, value, upper=True),
-        )
+        try:
+            return _temporal_condition(key, vr, texts[0])
+        except InvalidQuery as exc:
+            name = keyword_for_tag(int(key, 16)) if len(key) == 8 else ""
+            raise InvalidQuery(f"{name or key}: {exc.reason}") from exc
     if vr not in _NO_WILDCARD_VRS and any("*" in t or "?" in t for t in texts):
         if all(set(t) == {"*"} for t in texts):
             return None  # '*' alone is universal matching (C.2.2.2.4)
         return Condition(key=key, vr=vr, kind=MatchType.WILDCARD, values=tuple(texts))
     return Condition(key=key, vr=vr, kind=MatchType.SINGLE, values=tuple(texts))
+
+
+def _temporal_condition(key: str, vr: str, value: str) -> Condition:
+    """Single value or range matching of a DA, TM or DT value (PS3.4 C.2.2.2.5)."""
+    if _is_range(vr, value):
+        low, _, high = (part.strip() for part in value.partition("-"))
+        if not low and not high:
+            raise InvalidQuery("'-' alone is not a range")
+        return Condition(
+            key=key,
+            vr=vr,
+            kind=MatchType.RANGE,
+            low=_bound(vr, low, upper=False) if low else "",
+            high=_bound(vr, high, upper=True) if high else "",
+        )
+    return Condition(
+        key=key,
+        vr=vr,
+        kind=MatchType.RANGE,
+        low=_bound(vr, value, upper=False),
+        high=_bound(vr, value, upper=True),
+    )
 
 
 def _is_range(vr: str, value: str) -> bool:
@@ -219,9 +231,16 @@ def _as_text(value: Any) -> str:
     return str(value).strip()
 
 
+_TEMPORAL_CHARS = {"DA": frozenset("0123456789"), "TM": frozenset("0123456789.:"), "DT": frozenset("0123456789.+-")}
+_TEMPORAL_FORM = {"DA": "YYYYMMDD", "TM": "HHMMSS.FFFFFF", "DT": "YYYYMMDDHHMMSS.FFFFFF&ZZXX"}
+
+
 def _bound(vr: str, value: str, *, upper: bool) -> str:
-    """A comparable form of a date, time or datetime bound (PS3.4 C.2.2.2.5)."""
+    """A comparable form of a date, time or datetime bound (PS3.4 C.2.2.2.5); raises
+    InvalidQuery for a value that is not one (PS3.5 6.2 gives the forms)."""
     value = value.replace(".", "") if vr == "DA" else value
+    if not value or not set(value) <= _TEMPORAL_CHARS[vr] or not value[0].isdigit():
+        raise InvalidQuery(f"{value!r} is not a {vr} matching value ({_TEMPORAL_FORM[vr]}, or a range of them)")
     if vr == "DA":
         digits = value[:8]
         if len(digits) < 8:

@@ -34,6 +34,16 @@ class Actor:
         """A DICOM node, identified as AE@address."""
         return cls(ActorType.DICOM, f"{ae_title}@{address}", address)
 
+    @classmethod
+    def system(cls, what: str) -> Actor:
+        """The archive itself (start-up, housekeeping)."""
+        return cls(ActorType.SYSTEM, what)
+
+    @classmethod
+    def user(cls, name: str, address: str) -> Actor:
+        """A user of the HTTP doors."""
+        return cls(ActorType.USER, name, address)
+
 
 @dataclass(frozen=True)
 class Issuer:
@@ -163,6 +173,7 @@ class StoredInstance:
     study_attrs: dict[str, Any]
     series_attrs: dict[str, Any]
     instance_number: int | None = None
+    received_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,18 @@
+"""The admin REST API under /api (OpenAPI at /api/docs), and /health."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from openpacs.rest import archive, nodes, session, system, users
+
+
+def router() -> APIRouter:
+    """Every route of the admin API."""
+    api = APIRouter()
+    api.include_router(system.router)
+    api.include_router(session.router)
+    api.include_router(users.router)
+    api.include_router(nodes.router)
+    api.include_router(archive.router)
+    return api

@@ -51,3 +51,8 @@ class ArchiveService:
         with self._index.session() as session:
             last = session.last_change_seq()
         return {"database": self._index.dialect, "last_change": last}
+
+    def audit(self, since: int = 0, limit: int = 100) -> list[dict[str, object]]:
+        """Audit entries after entry *since*, oldest first."""
+        with self._index.session() as session:
+            return session.audit_entries(since, limit)

@@ -20,6 +20,7 @@ from openpacs.domain.tags import (
     json_key,
     keyword_of,
     level_of_tag,
+    levels_down_to,
     tag_of,
     vr_of,
 )
@@ -62,15 +63,20 @@ class QueryService:
         *,
         limit: int | None = None,
         offset: int = 0,
+        everything: bool = False,
     ) -> Generator[dict[str, Any], None, None]:
-        """Answers (DICOM JSON) to a query, streamed; the query is audited when it ends."""
+        """Answers (DICOM JSON) to a query, streamed; the query is audited when it ends.
+
+        *everything* adds every attribute the index holds down to the query level
+        (QIDO-RS ``includefield=all``).
+        """
         count = 0
         outcome = "success"
         try:
             with self._index.session() as session:
                 for row in session.find(query, fold_names=self._fold_names, limit=limit, offset=offset):
                     count += 1
-                    yield self.answer(query, row)
+                    yield self.answer(query, row, everything=everything)
         except GeneratorExit:
             outcome = "cancelled"
             raise
@@ -93,9 +99,25 @@ class QueryService:
         # a read changes nothing: its record joins the next transaction, the answer does not wait
         self._committer.submit_later(lambda _s, batch: batch.audit.append(record))
 
-    def answer(self, query: Query, row: MatchRow) -> dict[str, Any]:
-        """One answer: the identifier's keys filled from the row."""
+    def answer(self, query: Query, row: MatchRow, *, everything: bool = False) -> dict[str, Any]:
+        """One answer: the identifier's keys filled from the row (all the row holds with *everything*)."""
         answer: dict[str, Any] = {_QR_LEVEL: {"vr": "CS", "Value": [str(query.level)]}}
+        if everything:
+            for level in levels_down_to(query.level):
+                source = {
+                    Level.PATIENT: row.patient,
+                    Level.STUDY: row.study,
+                    Level.SERIES: row.series,
+                    Level.IMAGE: row.instance,
+                }[level]
+                for key, element in source.items():
+                    answer.setdefault(key, _without_bulk(element))
+            if query.level is Level.IMAGE:
+                # the instance's own header first, then the index's sets over it (coercion)
+                for key, element in row.instance.items():
+                    answer[key] = _without_bulk(element)
+                for source in (row.patient, row.study, row.series):
+                    answer.update({k: _without_bulk(v) for k, v in source.items()})
         sources = {
             Level.PATIENT: row.patient,
             Level.STUDY: row.study,

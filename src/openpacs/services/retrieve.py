@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from openpacs.domain.errors import InvalidQuery, PeerError, UnknownMoveDestination
+from openpacs.domain.errors import InvalidQuery, NotFound, PeerError, UnknownMoveDestination
 from openpacs.domain.matching import MatchType, Model, parse_query
 from openpacs.domain.records import Actor, StoredInstance
 from openpacs.domain.tags import UNIQUE_KEYWORD, Level
@@ -111,4 +111,28 @@ class RetrieveService:
                 "failed": len(result.failed),
             },
         )
+        self._committer.submit_later(lambda _s, batch: batch.audit.append(record))
+
+    def instances(self, study_uid: str, series_uid: str = "", sop_instance_uid: str = "") -> list[StoredInstance]:
+        """The instances of a study, series or instance named by its UIDs (raises NotFound)."""
+        if sop_instance_uid:
+            level, uid = Level.IMAGE, sop_instance_uid
+        elif series_uid:
+            level, uid = Level.SERIES, series_uid
+        else:
+            level, uid = Level.STUDY, study_uid
+        with self._index.session() as session:
+            found = session.stored_instances(level, [uid])
+        found = [
+            i
+            for i in found
+            if i.study_instance_uid == study_uid and (not series_uid or i.series_instance_uid == series_uid)
+        ]
+        if not found:
+            raise NotFound(f"no {str(level).lower().replace('image', 'instance')} {uid} in study {study_uid}")
+        return found
+
+    def record_read(self, actor: Actor, action: str, resources: list[dict[str, str]], details: dict[str, Any]) -> None:
+        """Audit a read through DICOMweb or the API, like C-FIND and C-MOVE (in the next transaction)."""
+        record = AuditRecord(self._clock(), actor, action, "success", resources[:100], details)
         self._committer.submit_later(lambda _s, batch: batch.audit.append(record))

@@ -8,6 +8,7 @@ conditions are evaluated on the attribute sets with :func:`openpacs.domain.match
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from datetime import UTC
 from itertools import islice
 from typing import Any
 
@@ -284,6 +285,7 @@ def load_stored_instances(connection: Connection, level: Level, uids: Sequence[s
                 i.c.sop_class_uid,
                 i.c.instance_number,
                 i.c.header,
+                i.c.received_at,
                 se.c.series_instance_uid,
                 se.c.attrs.label("series_attrs"),
                 s.c.study_instance_uid,
@@ -319,6 +321,9 @@ def load_stored_instances(connection: Connection, level: Level, uids: Sequence[s
                     study_attrs=r.study_attrs,
                     series_attrs=r.series_attrs,
                     instance_number=r.instance_number,
+                    received_at=r.received_at
+                    if r.received_at is None or r.received_at.tzinfo
+                    else r.received_at.replace(tzinfo=UTC),
                 )
             )
     return found

@@ -10,9 +10,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from openpacs.adapters.index import columns as cols
+from openpacs.adapters.index import removal
 from openpacs.adapters.index import statements as q
 from openpacs.adapters.index import tables as t
+from openpacs.adapters.index.accounts import Accounts
 from openpacs.adapters.index.fast import FastStatements, json_value
+from openpacs.adapters.index.removal import Removed
 from openpacs.adapters.index.search import find_rows, load_stored_instances
 from openpacs.domain.matching import Query
 from openpacs.domain.records import (
@@ -52,6 +55,7 @@ class SqlIndexSession:
     def __init__(self, connection: Connection, fast: FastStatements) -> None:
         self.connection = connection
         self._fast = fast
+        self.accounts = Accounts(connection)
 
     def _run(self, statement: Any, values: dict[str, Any]) -> Any:
         return self._fast.execute(self.connection, statement, values)
@@ -391,6 +395,9 @@ class SqlIndexSession:
 
     def stored_instances(self, level: Level, uids: Sequence[str]) -> list[StoredInstance]:
         return load_stored_instances(self.connection, level, uids)
+
+    def remove(self, level: Level, uid: str) -> Removed:
+        return removal.remove(self.connection, level, uid)
 
     def stats(self) -> Stats:
         row = self.connection.execute(

@@ -1,0 +1,1 @@
+"""What the HTTP doors share: authentication, error answers, the services they call."""

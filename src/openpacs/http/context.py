@@ -1,0 +1,56 @@
+"""The services the HTTP doors call, handed to them through the ASGI application's state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import cast
+
+from fastapi import Request
+
+from openpacs.services.archive import ArchiveService
+from openpacs.services.deletion import DeletionService
+from openpacs.services.ingest import IngestService
+from openpacs.services.network import NetworkService
+from openpacs.services.nodes import NodeService
+from openpacs.services.outbound import OutboundService, PartService
+from openpacs.services.query import QueryService
+from openpacs.services.rendering import RenderService
+from openpacs.services.retrieve import RetrieveService
+from openpacs.services.users import UserService
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """What the HTTP doors need to know of the configuration."""
+
+    ae_title: str
+    dicom_port: int
+    cors_origins: tuple[str, ...] = ()
+    viewer_path: str = ""
+    version: str = ""
+    max_stow_bytes: int = 64 * 1024**3
+    public_url: str = ""
+    details: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HttpServices:
+    """Services of the archive, as the HTTP doors see them."""
+
+    settings: HttpSettings
+    users: UserService
+    archive: ArchiveService
+    query: QueryService
+    retrieve: RetrieveService
+    outbound: OutboundService
+    ingest: IngestService
+    nodes: NodeService
+    network: NetworkService
+    deletion: DeletionService
+    parts: PartService
+    rendering: RenderService
+
+
+def services(request: Request) -> HttpServices:
+    """The services of the application handling *request*."""
+    return cast(HttpServices, request.app.state.services)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator
+from datetime import UTC
 from email.utils import format_datetime
 from typing import Annotated, Any
 
@@ -128,7 +129,8 @@ async def _metadata(request: Request, caller: Principal, study: str, series: str
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
     received = [i.received_at for i in found if i.received_at is not None]
     if received:
-        headers["Last-Modified"] = format_datetime(max(received), usegmt=True)
+        latest = max(r if r.tzinfo else r.replace(tzinfo=UTC) for r in received)
+        headers["Last-Modified"] = format_datetime(latest.astimezone(UTC), usegmt=True)
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
     return Response(body, media_type=DICOM_JSON, headers=headers)

@@ -1,4 +1,4 @@
-"""DICOM nodes: list and show (readers), add and remove (admins), echo (admins, technologists)."""
+"""DICOM nodes: list and show (readers), add, change and remove (admins), echo (admins, technologists)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
+from openpacs.domain.errors import PeerError
 from openpacs.domain.records import Node
 from openpacs.domain.users import Permission
 from openpacs.http.auth import Principal, require
@@ -63,6 +64,18 @@ async def add_node(
     return NodeModel(**asdict(node))
 
 
+@router.put("/{name}", summary="Change a node")
+async def update_node(
+    name: str,
+    body: NodeModel,
+    request: Request,
+    caller: Annotated[Principal, Depends(require(Permission.MANAGE_NODES))],
+) -> NodeModel:
+    """Replaces every field of the node (its name included); effective at the next association."""
+    node = await run_in_threadpool(services(request).nodes.update, name, Node(**body.model_dump()), caller.actor)
+    return NodeModel(**asdict(node))
+
+
 @router.delete("/{name}", summary="Remove a node", status_code=204)
 async def remove_node(
     name: str, request: Request, caller: Annotated[Principal, Depends(require(Permission.MANAGE_NODES))]
@@ -75,8 +88,6 @@ async def echo_node(
     name: str, request: Request, caller: Annotated[Principal, Depends(require(Permission.ECHO))]
 ) -> EchoResult:
     """Success, or the reason of the failure in words an administrator understands."""
-    from openpacs.domain.errors import PeerError
-
     network = services(request).network
     address = await run_in_threadpool(network.address, name)
     try:

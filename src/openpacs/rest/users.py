@@ -76,8 +76,10 @@ async def list_users(request: Request, caller: Admin) -> list[UserOut]:
 
 @router.post("", summary="Create a user", status_code=201)
 async def create_user(body: NewUser, request: Request, caller: Admin) -> Created:
+    users = services(request).users
+    generated = body.password is None
     user, password = await run_in_threadpool(
-        services(request).users.create, body.name, body.role, caller.actor, body.password
+        lambda: users.create(body.name, body.role, caller.actor, body.password, must_change=generated)
     )
     return Created(user=_out(user), password=None if body.password else password)
 

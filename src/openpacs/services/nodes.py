@@ -14,7 +14,7 @@ import logging
 import re
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -99,13 +99,17 @@ class NodeService:
             raise NotFound(f"no node named {name!r}")
         return node
 
-    def add(self, node: Node, actor: Actor) -> Node:
-        """Add a node (raises Conflict when the name or AE title is taken)."""
+    @staticmethod
+    def _checked(node: Node) -> Node:
         if not _AE_TITLE.match(node.ae_title) or not node.ae_title.strip():
             raise Conflict(f"invalid AE title {node.ae_title!r}: 1 to 16 printable characters, no backslash")
         if not 1 <= node.port <= 65535:
             raise Conflict(f"invalid port {node.port}")
-        node = replace(node, ae_title=node.ae_title.strip())
+        return replace(node, ae_title=node.ae_title.strip())
+
+    def add(self, node: Node, actor: Actor) -> Node:
+        """Add a node (raises Conflict when the name or AE title is taken)."""
+        node = self._checked(node)
         now = self._clock()
         with self._index.session(write=True) as session:
             if session.node(node.name) is not None:
@@ -124,6 +128,28 @@ class NodeService:
                         {"ae_title": node.ae_title, "host": node.host, "port": node.port},
                     )
                 ]
+            )
+        return node
+
+    def update(self, name: str, node: Node, actor: Actor) -> Node:
+        """Change a node, its name included (raises NotFound, or Conflict when the new name or AE
+        title belongs to another node); effective at the next association."""
+        node = self._checked(node)
+        now = self._clock()
+        with self._index.session(write=True) as session:
+            before = session.node(name)
+            if before is None:
+                raise NotFound(f"no node named {name!r}")
+            other = session.node(node.name)
+            if other is not None and node.name != name:
+                raise Conflict(f"a node named {node.name!r} exists already")
+            other = session.node_by_ae_title(node.ae_title)
+            if other is not None and other.name != name:
+                raise Conflict(f"a node with AE title {node.ae_title!r} exists already")
+            session.update_node(name, node, now)
+            changed = {k: v for k, v in asdict(node).items() if asdict(before).get(k) != v}
+            session.add_audit(
+                [AuditRecord(now, actor, "node-update", "success", [{"level": "NODE", "uid": name}], changed)]
             )
         return node
 

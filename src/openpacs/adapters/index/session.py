@@ -537,6 +537,23 @@ class SqlIndexSession:
             )
         )
 
+    def update_node(self, name: str, node: Node, now: datetime) -> bool:
+        values = {
+            "name": node.name,
+            "ae_title": node.ae_title,
+            "host": node.host,
+            "port": node.port,
+            "allow_store": node.allow_store,
+            "allow_find": node.allow_find,
+            "allow_get": node.allow_get,
+            "allow_move_destination": node.allow_move_destination,
+            "check_host": node.check_host,
+            "default_issuer": node.default_issuer,
+            "description": node.description,
+            "updated_at": now,
+        }
+        return bool(self.connection.execute(sa.update(t.node).where(t.node.c.name == name).values(values)).rowcount)
+
     def remove_node(self, name: str) -> bool:
         return bool(self.connection.execute(sa.delete(t.node).where(t.node.c.name == name)).rowcount)
 

@@ -22,6 +22,7 @@ router = APIRouter(prefix="/dicom-web", tags=["QIDO-RS"])
 Reader = Annotated[Principal, Depends(require(Permission.READ))]
 _CONTROL = {"limit", "offset", "includefield", "fuzzymatching"}
 _LEVEL_KEY = "00080052"
+_MAX_PAGING = 1_000_000_000
 
 
 def _parameters(request: Request) -> tuple[dict[str, str], list[str], bool, int | None, int]:
@@ -42,6 +43,8 @@ def _parameters(request: Request) -> tuple[dict[str, str], list[str], bool, int 
                 raise InvalidQuery(f"{name} must be a number") from exc
             if number < 0:
                 raise InvalidQuery(f"{name} must not be negative")
+            if number > _MAX_PAGING:
+                raise InvalidQuery(f"{name} must be at most {_MAX_PAGING}")
             if name == "limit":
                 limit = number
             else:

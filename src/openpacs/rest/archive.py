@@ -22,7 +22,7 @@ router = APIRouter(prefix="/api", tags=["archive"])
 Reader = Annotated[Principal, Depends(require(Permission.READ))]
 Deleter = Annotated[Principal, Depends(require(Permission.DELETE))]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size")]
-Offset = Annotated[int, Query(ge=0, description="Answers to skip")]
+Offset = Annotated[int, Query(ge=0, le=1_000_000_000, description="Answers to skip")]
 Match = Annotated[str | None, Query(max_length=200, description="C-FIND matching: single value, * and ?, ranges")]
 
 _WORD = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")

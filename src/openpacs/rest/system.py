@@ -83,7 +83,7 @@ async def system(request: Request, caller: Annotated[Principal, Depends(require(
 async def changes(
     request: Request,
     caller: Annotated[Principal, Depends(require(Permission.CHANGES))],
-    since: Annotated[int, Query(ge=0, description="Last sequence number already seen")] = 0,
+    since: Annotated[int, Query(ge=0, le=2**62, description="Last sequence number already seen")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ChangesOut:
     """Every stored, modified and deleted resource after ``since``, oldest first."""
@@ -101,7 +101,7 @@ async def changes(
 async def audit(
     request: Request,
     caller: Annotated[Principal, Depends(require(Permission.AUDIT))],
-    since: Annotated[int, Query(ge=0)] = 0,
+    since: Annotated[int, Query(ge=0, le=2**62)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
     entries = await run_in_threadpool(services(request).archive.audit, since, limit)

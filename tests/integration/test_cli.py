@@ -250,3 +250,35 @@ def test_two_processes_share_the_dicom_port(pg_database: object, tmp_path: Path)
     finally:
         second.stop()
         first.stop()
+
+
+def test_user_commands(sqlite_server: ServerProcess) -> None:
+    import httpx
+
+    added = sqlite_server.cli("user", "add", "cli-rad", "--role", "radiologist")
+    generated = added.stdout.split("first login): ")[1].split()[0]
+    assert len(generated) >= 12
+    assert sqlite_server.cli("user", "add", "cli-rad", "--role", "viewer", check=False).returncode == 1
+    bad_role = sqlite_server.cli("user", "add", "cli-x", "--role", "superuser", check=False)
+    assert bad_role.returncode == 2
+    short = sqlite_server.cli("user", "add", "cli-y", "--role", "viewer", "--password", "short", check=False)
+    assert short.returncode == 1 and "8 characters" in short.stderr
+    sqlite_server.cli("user", "add", "cli-int", "--role", "integration", "--password", "integration-pw")
+    listed = json.loads(sqlite_server.cli("user", "list", "--json").stdout)
+    by_name = {u["name"]: u for u in listed}
+    assert by_name["cli-rad"]["must_change_password"] is True
+    assert by_name["cli-int"]["role"] == "integration" and by_name["cli-int"]["must_change_password"] is False
+    token = sqlite_server.cli("user", "token", "cli-int", "--label", "tests").stdout.strip()
+    assert token.startswith("opt_")
+    base = sqlite_server.base_url
+    assert httpx.get(base + "/api/me", headers={"Authorization": f"Bearer {token}"}).json()["name"] == "cli-int"
+    assert httpx.get(base + "/api/users", headers={"Authorization": f"Bearer {token}"}).status_code == 403
+    sqlite_server.cli("user", "passwd", "cli-rad", "--password", "a chosen password")
+    me = httpx.get(base + "/api/me", auth=("cli-rad", "a chosen password")).json()
+    assert me["must_change_password"] is False
+    assert httpx.get(base + "/api/me", auth=("cli-rad", generated)).status_code == 401
+    sqlite_server.cli("user", "remove", "cli-int")
+    assert httpx.get(base + "/api/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    missing = sqlite_server.cli("user", "remove", "cli-int", check=False)
+    assert missing.returncode == 1 and "no user named 'cli-int'" in missing.stderr
+    assert token not in sqlite_server.log() and "a chosen password" not in sqlite_server.log()

@@ -189,6 +189,10 @@ def test_failed_logins_are_rate_limited_and_logged_without_the_password(
                 == 200
             )
             client.get("/api/me", headers=account.bearer)
+            admin = accounts_of(server)["admin"]
+            entries = client.get("/api/audit", params={"limit": 1000}, headers=admin.bearer).json()
+        failures = [e for e in entries if e["action"] == "login" and e["outcome"] == "failure"]
+        assert len(failures) == 3 and all(e["actor_id"] == account.name for e in failures)
         log = server.log()
         assert f"failed login for '{account.name}' from 127.0.0.1" in log
         assert "locked" in log

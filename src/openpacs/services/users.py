@@ -15,7 +15,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
@@ -154,6 +154,9 @@ class UserService:
         if not ok or found is None or found[0].disabled:
             self._failed(key, now)
             log.warning("failed login for %r from %s", name, address)
+            with self._index.session(write=True) as session:
+                record = self._record(Actor.user(name[:64], address), "login", name[:64], {})
+                session.add_audit([replace(record, outcome="failure")])
             raise Unauthenticated("wrong user name or password")
         with self._lock:
             self._failures.pop(key, None)

@@ -68,19 +68,24 @@ def dcmtk(name: str) -> str:
     return found
 
 
-def ensure_orthanc() -> str:
+def ensure_orthanc(*plugins: tuple[str, str]) -> str:
+    """Debian's Orthanc binary, with the (package, plugin file) pairs asked for; apt installs them as root."""
     found = shutil.which("Orthanc")
-    if found:
+    missing = [package for package, path in plugins if not Path(path).exists()]
+    if found and not missing:
         return found
     if os.geteuid() == 0:
+        if not found:
+            missing.insert(0, "orthanc")
         subprocess.run(
-            ["apt-get", "install", "-y", "-q", "orthanc"],
+            ["apt-get", "install", "-y", "-q", *missing],
             check=True,
             env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
         )
         found = shutil.which("Orthanc")
-    if not found:
-        raise SystemExit("Debian's orthanc package is needed (apt-get install orthanc)")
+    absent = [package for package, path in plugins if not Path(path).exists()]
+    if not found or absent:
+        raise SystemExit(f"Debian's packages are needed: apt-get install orthanc {' '.join(absent)}")
     return found
 
 

@@ -327,7 +327,11 @@ def serve(settings: Settings) -> None:
         await server.serve()
 
     try:
-        asyncio.run(main())
+        import uvloop
+
+        # uvloop's transports write large bodies (WADO-RS) without copying them into a buffer
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main())
     finally:
         dimse.stop()
         housekeeping.stop()

@@ -85,9 +85,17 @@ def test_blob_store_contract(tmp_path: Path) -> None:
         assert store.read_range(key, 2, 4) == b"234"
         with store.open(key) as handle:
             assert handle.read() == b"0123456789"
+        view = store.view(key)
+        assert view.readonly and bytes(view) == b"0123456789"
         assert [k for k, _ in store.list_bucket(now)] == [key]
         store.delete(key)
         store.delete(key)  # a missing object is not an error
+        assert bytes(view) == b"0123456789"  # a view taken before stays readable
         assert not store.exists(key)
         with pytest.raises(FileNotFoundError):
             store.read(key)
+        with pytest.raises(FileNotFoundError):
+            store.view(key)
+        empty = store.new_key(now)
+        store.put(empty, b"")
+        assert bytes(store.view(empty)) == b""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+import sqlalchemy as sa
 
 from conftest import _pg_available, create_pg_database, drop_pg_database, require
 from helpers import TEST_ORIGIN, application, identifier
@@ -418,3 +419,39 @@ def test_an_oversized_instance_is_refused_and_audited(tmp_path: Path, database_u
         assert (entry["outcome"], entry["details"]["status"]) == ("refused", "0xA700")
     finally:
         app.close()
+
+
+def test_migration_0003_records_level_values_of_existing_instances(app: Application) -> None:
+    """Instances stored before 0003 get their level elements; retrieval answers the same after."""
+    from alembic import command
+    from alembic.config import Config
+
+    from openpacs.adapters.index import tables as t
+    from openpacs.adapters.index.engine import MIGRATIONS, upgrade_schema
+
+    app.ingest.store(_ct(PatientName="Doe^John"), TEST_ORIGIN)
+    app.ingest.store(_ct(SOPInstanceUID="1.2.11.1", PatientName="Roe^Richard"), TEST_ORIGIN)
+    study = pydicom.dcmread(sample_file("CT_small.dcm")).StudyInstanceUID
+    before = app.retrieve.instances(study)
+    engine = app.index.engine  # type: ignore[attr-defined]
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0002")
+    with engine.connect() as connection:
+        assert "level_values" not in {c["name"] for c in sa.inspect(connection).get_columns("instance")}
+    upgrade_schema(engine)
+    with engine.connect() as connection:
+        rows = connection.execute(sa.select(t.instance.c.sop_instance_uid, t.instance.c.level_values)).all()
+    assert len(rows) == 2
+    for uid, values in rows:
+        assert values["0020000D"]["Value"] == [study]
+        assert "7FE00010" not in values and "00080018" not in values
+        name = "Roe^Richard" if uid == "1.2.11.1" else "Doe^John"
+        assert values["00100010"]["Value"] == [{"Alphabetic": name}]
+    after = app.retrieve.instances(study)
+    assert [i.level_values for i in after] == [i.level_values for i in before]
+    assert [app.outbound.encode(i, ("1.2.840.10008.1.2.1",))[1] for i in after] == [
+        app.outbound.encode(i, ("1.2.840.10008.1.2.1",))[1] for i in before
+    ]

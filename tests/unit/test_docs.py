@@ -68,3 +68,14 @@ def test_every_command_is_documented(command: str) -> None:
     """Each ``openpacs`` command appears in the operations guide."""
     text = (DOCS / "operations.md").read_text(encoding="utf-8")
     assert command in text, f"command {command!r} is not documented in docs/operations.md"
+
+
+def test_every_table_is_in_the_schema_reference() -> None:
+    """docs/schema.md names each table of the index (the SQL troubleshooting reference)."""
+    from openpacs.adapters.index.tables import metadata
+
+    text = (DOCS / "schema.md").read_text(encoding="utf-8")
+    missing = [name for name in metadata.tables if f"`{name}`" not in text]
+    assert not missing, f"tables not described in docs/schema.md: {missing}"
+    for column in metadata.tables["instance"].columns:
+        assert f"`{column.name}`" in text

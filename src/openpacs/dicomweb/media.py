@@ -117,7 +117,9 @@ class Multipart:
         """The Content-Type header of the whole body."""
         return f'{MULTIPART}; type="{self.part_type}"; boundary={self.boundary}'
 
-    def part(self, chunks: Iterable[bytes], content_type: str, location: str = "") -> Iterator[bytes]:
+    def part(
+        self, chunks: Iterable[bytes | memoryview], content_type: str, location: str = ""
+    ) -> Iterator[bytes | memoryview]:
         """One part: its headers, then its chunks."""
         headers = f"--{self.boundary}\r\nContent-Type: {content_type}\r\n"
         if location:
@@ -125,6 +127,13 @@ class Multipart:
         yield (headers + "\r\n").encode()
         yield from chunks
         yield b"\r\n"
+
+    def part_length(self, size: int, content_type: str, location: str = "") -> int:
+        """The bytes ``part`` writes for a body of *size* bytes."""
+        head = f"--{self.boundary}\r\nContent-Type: {content_type}\r\n"
+        if location:
+            head += f"Content-Location: {location}\r\n"
+        return len((head + "\r\n").encode()) + size + 2
 
     def end(self) -> bytes:
         """The closing delimiter."""

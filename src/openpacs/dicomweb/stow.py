@@ -137,7 +137,7 @@ def _store_parts(
             if study and parsed.study_instance_uid != study:
                 outcome.fail(number, _reference(parsed.sop_class_uid, parsed.sop_instance_uid), 0xA900, "conflict")
                 continue
-            result = svc.ingest.store(data, origin)
+            result = svc.ingest.store(data, origin, parsed=parsed)
         except OpenPacsError as exc:
             reference = _reference(parsed.sop_class_uid, parsed.sop_instance_uid) if parsed else {}
             kind = "syntax" if isinstance(exc, InvalidInstance) else "conflict"

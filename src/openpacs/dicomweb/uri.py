@@ -13,6 +13,7 @@ from openpacs.domain.errors import InvalidQuery
 from openpacs.domain.users import Permission
 from openpacs.http.auth import Principal, require
 from openpacs.http.context import services
+from openpacs.http.streaming import in_batches
 from openpacs.services.rendering import MEDIA_TYPES, RenderRequest
 
 router = APIRouter(tags=["WADO-URI"])
@@ -48,7 +49,7 @@ async def wado(
     if content_type == DICOM:
         accepted = (transferSyntax or "1.2.840.10008.1.2.1",)
         syntax, chunks = await run_in_threadpool(svc.parts.part10, instance, accepted)
-        return StreamingResponse(chunks, media_type=DICOM, headers={"X-Transfer-Syntax": syntax})
+        return StreamingResponse(in_batches(chunks), media_type=DICOM, headers={"X-Transfer-Syntax": syntax})
     if content_type not in MEDIA_TYPES:
         raise NotAcceptable(f"contentType is {DICOM}, {' or '.join(MEDIA_TYPES)}")
     window = (windowCenter, windowWidth) if windowCenter is not None and windowWidth is not None else None

@@ -7,9 +7,8 @@ import re
 from collections.abc import Iterator
 from datetime import UTC
 from email.utils import format_datetime
-from typing import Annotated, Any
+from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
@@ -32,7 +31,8 @@ from openpacs.domain.records import StoredInstance
 from openpacs.domain.users import Permission
 from openpacs.http.auth import Principal, require
 from openpacs.http.context import HttpServices, services
-from openpacs.services.outbound import coerced_header
+from openpacs.http.streaming import in_batches
+from openpacs.services.metadata import metadata_json
 from openpacs.services.rendering import MEDIA_TYPES, RenderRequest
 
 router = APIRouter(prefix="/dicom-web", tags=["WADO-RS"])
@@ -45,25 +45,6 @@ def _instance_url(base: str, instance: StoredInstance) -> str:
         f"{base}/studies/{instance.study_instance_uid}/series/{instance.series_instance_uid}"
         f"/instances/{instance.sop_instance_uid}"
     )
-
-
-def _with_bulk_urls(element: dict[str, Any], url: str, tag: str) -> dict[str, Any]:
-    if "BulkDataURI" in element:
-        uri = str(element["BulkDataURI"])
-        suffix = uri[6:] if uri.startswith("bytes=") else tag
-        return {"vr": element.get("vr", "UN"), "BulkDataURI": f"{url}/bulk/{suffix}"}
-    if element.get("vr") == "SQ" and element.get("Value"):
-        return {
-            "vr": "SQ",
-            "Value": [{k: _with_bulk_urls(v, url, k) for k, v in item.items()} for item in element["Value"]],
-        }
-    return element
-
-
-def metadata_of(base: str, instance: StoredInstance) -> dict[str, Any]:
-    """An instance's metadata (PS3.18 F.2) from the index: coerced, bulk data by URL."""
-    url = _instance_url(base, instance)
-    return {k: _with_bulk_urls(v, url, k) for k, v in coerced_header(instance).items()}
 
 
 async def _instances(
@@ -90,14 +71,26 @@ def _retrieve(svc: HttpServices, found: list[StoredInstance], accept: str | None
                 )
     body = Multipart(DICOM)
 
-    def stream() -> Iterator[bytes]:
+    def accepted(instance: StoredInstance) -> tuple[str, ...]:
+        return (instance.transfer_syntax_uid,) if syntaxes == ("*",) else syntaxes
+
+    def stream() -> Iterator[bytes | memoryview]:
         for instance in found:
-            accepted = (instance.transfer_syntax_uid,) if syntaxes == ("*",) else syntaxes
-            syntax, chunks = svc.parts.part10(instance, accepted)
+            syntax, chunks = svc.parts.part10(instance, accepted(instance))
             yield from body.part(chunks, f"{DICOM}; transfer-syntax={syntax}")
         yield body.end()
 
-    return StreamingResponse(stream(), media_type=body.content_type)
+    # files that go out as stored have known sizes: say the length, and the server need not
+    # frame the body in chunks (each chunk is a copy)
+    headers = {}
+    sizes = [svc.parts.stored_size(i, accepted(i)) for i in found]
+    if all(size is not None for size in sizes):
+        total = len(body.end()) + sum(
+            body.part_length(size or 0, f"{DICOM}; transfer-syntax={i.transfer_syntax_uid}")
+            for i, size in zip(found, sizes, strict=True)
+        )
+        headers["Content-Length"] = str(total)
+    return StreamingResponse(in_batches(stream()), media_type=body.content_type, headers=headers)
 
 
 @router.get("/studies/{study}", summary="Retrieve a study")
@@ -124,8 +117,12 @@ async def _metadata(request: Request, caller: Principal, study: str, series: str
     wants(request.headers.get("accept"), DICOM_JSON, "application/json")
     found = await _instances(request, caller, study, series, instance, "wado-metadata")
     base = base_url(request)
-    body = orjson.dumps([metadata_of(base, i) for i in found])
-    etag = '"' + hashlib.sha1(body, usedforsecurity=False).hexdigest() + '"'
+
+    def answer() -> tuple[bytes, str]:
+        body = metadata_json(found, lambda i: _instance_url(base, i))
+        return body, '"' + hashlib.sha1(body, usedforsecurity=False).hexdigest() + '"'
+
+    body, etag = await run_in_threadpool(answer)
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
     received = [i.received_at for i in found if i.received_at is not None]
     if received:
@@ -173,7 +170,7 @@ async def frames(study: str, series: str, instance: str, frames: str, request: R
     syntax, pixels = await run_in_threadpool(svc.parts.frames, found, numbers, wanted != tsx.EXPLICIT_LE)
     media = OCTET_STREAM if tsx.is_uncompressed(syntax) else _frame_media(syntax)
     body = Multipart(media)
-    chunks: list[bytes] = []
+    chunks: list[bytes | memoryview] = []
     for pixel in pixels:
         chunks.extend(body.part([pixel], f"{media}; transfer-syntax={syntax}"))
     chunks.append(body.end())

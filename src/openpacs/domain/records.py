@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
+
+import orjson
 
 from openpacs.domain.tags import Level
 
@@ -159,7 +162,12 @@ class BlobRef:
 
 @dataclass(frozen=True)
 class StoredInstance:
-    """An instance of the index with what the outbound path needs."""
+    """An instance of the index with what the outbound path needs.
+
+    The as-received header comes as the index's JSON text and is parsed on first use:
+    retrieval decides on coercion from ``level_values`` alone, and metadata answers splice
+    the text, so most requests never build the header's dictionaries.
+    """
 
     sop_instance_uid: str
     sop_class_uid: str
@@ -168,12 +176,20 @@ class StoredInstance:
     transfer_syntax_uid: str
     blob: BlobRef
     checksum: str
-    header: dict[str, Any]
+    header_text: str
     patient_attrs: dict[str, Any]
     study_attrs: dict[str, Any]
     series_attrs: dict[str, Any]
     instance_number: int | None = None
     received_at: datetime | None = None
+    #: the header's patient, study and series level elements (None: not recorded, read the header)
+    level_values: dict[str, Any] | None = None
+
+    @cached_property
+    def header(self) -> dict[str, Any]:
+        """The as-received header (DICOM JSON, bulk data as byte ranges of the stored file)."""
+        parsed: dict[str, Any] = orjson.loads(self.header_text)
+        return parsed
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ object (ARCHITECTURE.md section 3). Everything not listed here belongs to the in
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
@@ -162,6 +163,12 @@ LEVEL_KEYS: dict[Level, frozenset[str]] = {
     Level.STUDY: STUDY_KEYS,
     Level.SERIES: SERIES_KEYS,
 }
+ALL_LEVEL_KEYS: frozenset[str] = PATIENT_KEYS | STUDY_KEYS | SERIES_KEYS
+
+
+def level_elements(header: dict[str, Any]) -> dict[str, Any]:
+    """The patient, study and series level elements of an instance header (DICOM JSON)."""
+    return {k: v for k, v in header.items() if k in ALL_LEVEL_KEYS}
 
 
 def level_of_tag(tag: int) -> Level:

@@ -42,6 +42,11 @@ class BlobStore(Protocol):
         """The whole object."""
         ...
 
+    def view(self, key: str) -> memoryview:
+        """The whole object as a read-only buffer, mapped rather than copied where the store
+        can (a file's pages are sent from the page cache). Raises FileNotFoundError."""
+        ...
+
     def read_range(self, key: str, start: int, end: int) -> bytes:
         """Bytes ``start`` to ``end`` (inclusive) of the object."""
         ...

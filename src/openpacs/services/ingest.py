@@ -93,10 +93,12 @@ class IngestService:
         *,
         expected_sop_class_uid: str | None = None,
         expected_sop_instance_uid: str | None = None,
+        parsed: ParsedInstance | None = None,
     ) -> StoreOutcome:
-        """Store one Part 10 instance; see :meth:`_store`."""
+        """Store one Part 10 instance; see :meth:`_store`. *parsed* is what :meth:`parse` gave
+        for these very bytes, when the caller has already vetted them."""
         with self._committer.expecting():
-            return self._store(data, origin, expected_sop_class_uid, expected_sop_instance_uid)
+            return self._store(data, origin, expected_sop_class_uid, expected_sop_instance_uid, parsed)
 
     def _store(
         self,
@@ -104,6 +106,7 @@ class IngestService:
         origin: Origin,
         expected_sop_class_uid: str | None,
         expected_sop_instance_uid: str | None,
+        vetted: ParsedInstance | None = None,
     ) -> StoreOutcome:
         """Store one Part 10 instance (File Meta + data set, as received).
 
@@ -122,7 +125,7 @@ class IngestService:
         blob = BlobRef(self._blobs.name, key, len(data))
         write = self._writer.submit(self._blobs.put, key, data)
         try:
-            parsed = self.parse(data)
+            parsed = vetted if vetted is not None else self.parse(data)
             if expected_sop_class_uid and parsed.sop_class_uid != expected_sop_class_uid:
                 raise SopClassMismatch(
                     f"the data set's SOP Class UID {parsed.sop_class_uid} differs from the request's "

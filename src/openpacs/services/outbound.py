@@ -42,10 +42,13 @@ class CannotEncode(OpenPacsError):
 def coercion_changes(instance: StoredInstance) -> dict[str, dict[str, Any]]:
     """Attributes whose index value differs from the stored header (key -> index element)."""
     changes: dict[str, dict[str, Any]] = {}
-    header = instance.header
+    known = instance.level_values or {}
     for attrs in (instance.patient_attrs, instance.study_attrs, instance.series_attrs):
         for key, element in attrs.items():
-            if not dj.element_equal(element, header.get(key)):
+            # the recorded level elements answer without parsing the header; a key they lack
+            # (absent from the object, or not a level key when they were recorded) is looked up
+            current = known[key] if key in known else instance.header.get(key)
+            if not dj.element_equal(element, current):
                 changes[key] = element
     return changes
 
@@ -216,7 +219,7 @@ class PartService:
         self._outbound = outbound
         self._blobs = blobs
 
-    def part10(self, instance: StoredInstance, accepted: tuple[str, ...]) -> tuple[str, Iterator[bytes]]:
+    def part10(self, instance: StoredInstance, accepted: tuple[str, ...]) -> tuple[str, Iterator[bytes | memoryview]]:
         """(transfer syntax, chunks of a Part 10 file): the stored file streamed as is when nothing
         changes, else coerced and transcoded with a File Meta Information of its own."""
         target = tsx.choose(instance.transfer_syntax_uid, accepted)
@@ -228,10 +231,16 @@ class PartService:
         meta = encode_file_meta(syntax, instance.sop_class_uid, instance.sop_instance_uid, "")
         return syntax, iter((meta, bytes(data)))
 
-    def _chunks(self, key: str, size: int = 1 << 20) -> Iterator[bytes]:
-        with self._blobs.open(key) as handle:
-            while chunk := handle.read(size):
-                yield chunk
+    def stored_size(self, instance: StoredInstance, accepted: tuple[str, ...]) -> int | None:
+        """The size of what ``part10`` gives when that is the stored file as it is, else None."""
+        target = tsx.choose(instance.transfer_syntax_uid, accepted)
+        if target == instance.transfer_syntax_uid and not coercion_changes(instance):
+            return instance.blob.size
+        return None
+
+    def _chunks(self, key: str) -> Iterator[bytes | memoryview]:
+        # one mapped view of the whole file: sent from the page cache without a copy here
+        yield self._blobs.view(key)
 
     def bulk(self, instance: StoredInstance, first: int, last: int) -> bytes:
         """Bytes *first* to *last* of the stored file (a BulkDataURI range)."""

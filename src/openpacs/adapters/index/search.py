@@ -12,6 +12,7 @@ from datetime import UTC
 from itertools import islice
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -278,19 +279,29 @@ def load_stored_instances(connection: Connection, level: Level, uids: Sequence[s
     if column is None:
         column = p.c.patient_id
     found: list[StoredInstance] = []
+    # the instances of a series share their attribute sets: each distinct text is parsed once
+    sets: dict[str, dict[str, Any]] = {}
+
+    def parsed(text: str) -> dict[str, Any]:
+        value = sets.get(text)
+        if value is None:
+            value = sets[text] = orjson.loads(text)
+        return value
+
     for chunk in iter_chunks(list(uids)):
         select = (
             sa.select(
                 i.c.sop_instance_uid,
                 i.c.sop_class_uid,
                 i.c.instance_number,
-                i.c.header,
+                sa.cast(i.c.header, sa.Text).label("header"),
+                i.c.level_values,
                 i.c.received_at,
                 se.c.series_instance_uid,
-                se.c.attrs.label("series_attrs"),
+                sa.cast(se.c.attrs, sa.Text).label("series_attrs"),
                 s.c.study_instance_uid,
-                s.c.attrs.label("study_attrs"),
-                p.c.attrs.label("patient_attrs"),
+                sa.cast(s.c.attrs, sa.Text).label("study_attrs"),
+                sa.cast(p.c.attrs, sa.Text).label("patient_attrs"),
                 loc.c.store,
                 loc.c.key,
                 loc.c.size,
@@ -316,10 +327,11 @@ def load_stored_instances(connection: Connection, level: Level, uids: Sequence[s
                     transfer_syntax_uid=r.transfer_syntax_uid,
                     blob=BlobRef(r.store, r.key, r.size),
                     checksum=r.checksum,
-                    header=r.header,
-                    patient_attrs=r.patient_attrs,
-                    study_attrs=r.study_attrs,
-                    series_attrs=r.series_attrs,
+                    header_text=r.header,
+                    level_values=r.level_values,
+                    patient_attrs=parsed(r.patient_attrs),
+                    study_attrs=parsed(r.study_attrs),
+                    series_attrs=parsed(r.series_attrs),
                     instance_number=r.instance_number,
                     received_at=r.received_at
                     if r.received_at is None or r.received_at.tzinfo

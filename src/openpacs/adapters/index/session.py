@@ -27,7 +27,7 @@ from openpacs.domain.records import (
     Stats,
     StoredInstance,
 )
-from openpacs.domain.tags import Level
+from openpacs.domain.tags import Level, level_elements
 from openpacs.ports.index import (
     AuditRecord,
     ChangeRecord,
@@ -194,6 +194,7 @@ class SqlIndexSession:
                     "instance_number": r.instance_number,
                     "transfer_syntax_uid": r.transfer_syntax_uid,
                     "header": r.header,
+                    "level_values": level_elements(r.header),
                     "source_ae_title": r.source_ae_title[:16],
                     "received_at": r.received_at,
                 },
@@ -220,6 +221,7 @@ class SqlIndexSession:
                 instance_number=row.instance_number,
                 transfer_syntax_uid=row.transfer_syntax_uid,
                 header=row.header,
+                level_values=level_elements(row.header),
                 source_ae_title=row.source_ae_title[:16],
                 received_at=row.received_at,
             )

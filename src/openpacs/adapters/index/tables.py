@@ -136,6 +136,8 @@ instance = sa.Table(
     sa.Column("instance_number", sa.Integer, nullable=True),
     sa.Column("transfer_syntax_uid", sa.String(64), nullable=False),
     sa.Column("header", Json, nullable=False),
+    # the header's patient/study/series level elements: coercion is decided on these alone
+    sa.Column("level_values", Json, nullable=True),
     sa.Column("source_ae_title", sa.String(16), nullable=False, server_default=""),
     sa.Column("received_at", Timestamp, nullable=False),
     sa.Index(None, "series_pk", "instance_number"),

@@ -40,6 +40,9 @@ class MemoryBlobStore:
             except KeyError:
                 raise FileNotFoundError(key) from None
 
+    def view(self, key: str) -> memoryview:
+        return memoryview(self.read(key))
+
     def read_range(self, key: str, start: int, end: int) -> bytes:
         return self.read(key)[start : end + 1]
 

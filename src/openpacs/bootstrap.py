@@ -30,6 +30,7 @@ from openpacs.services.network import NetworkService
 from openpacs.services.nodes import NodeService
 from openpacs.services.outbound import OutboundService, PartService
 from openpacs.services.query import QueryService
+from openpacs.services.reconcile import Editable, ReconcileService
 from openpacs.services.rendering import RenderService
 from openpacs.services.retrieve import RetrieveService
 from openpacs.services.sweeper import SweeperService
@@ -66,6 +67,7 @@ class Application:
     deletion: DeletionService
     parts: PartService
     rendering: RenderService
+    reconcile: ReconcileService
     _closed: bool = field(default=False)
 
     def close(self) -> None:
@@ -145,6 +147,16 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
         deletion=DeletionService(index, grace_seconds=settings.storage.deletion_grace_seconds, clock=utcnow),
         parts=PartService(outbound, blobs),
         rendering=RenderService(outbound),
+        reconcile=ReconcileService(
+            index,
+            blobs,
+            editable=Editable(
+                tuple(settings.qa.patient_attributes),
+                tuple(settings.qa.study_attributes),
+                tuple(settings.qa.series_attributes),
+            ),
+            clock=utcnow,
+        ),
     )
 
 
@@ -259,6 +271,7 @@ def http_app(app: Application, dicom_port: int) -> Any:
             deletion=app.deletion,
             parts=app.parts,
             rendering=app.rendering,
+            reconcile=app.reconcile,
         )
     )
 

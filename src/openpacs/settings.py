@@ -100,6 +100,40 @@ class IdentitySettings(BaseModel):
     )
 
 
+class QaSettings(BaseModel):
+    """Corrections (``openpacs qa``, ``/api/qa``): which attributes an administrator may edit."""
+
+    patient_attributes: list[str] = Field(
+        [
+            "PatientName",
+            "PatientID",
+            "IssuerOfPatientID",
+            "PatientBirthDate",
+            "PatientBirthTime",
+            "PatientSex",
+            "OtherPatientNames",
+            "EthnicGroup",
+            "PatientComments",
+        ],
+        description="Keywords update-patient may change (PatientID and issuer also move the identifier).",
+    )
+    study_attributes: list[str] = Field(
+        [
+            "StudyDescription",
+            "AccessionNumber",
+            "ReferringPhysicianName",
+            "StudyID",
+            "StudyDate",
+            "StudyTime",
+        ],
+        description="Keywords update-study may change.",
+    )
+    series_attributes: list[str] = Field(
+        ["SeriesDescription", "BodyPartExamined", "SeriesNumber", "Laterality", "ProtocolName"],
+        description="Keywords update-series may change.",
+    )
+
+
 class NodeSeed(BaseModel):
     """A DICOM node created on start when no node of that name exists yet."""
 
@@ -190,6 +224,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings, description="File storage.")  # type: ignore[arg-type]
     identity: IdentitySettings = Field(default_factory=IdentitySettings, description="Patient identity.")  # type: ignore[arg-type]
     http: HttpSettings = Field(default_factory=HttpSettings, description="HTTP service.")  # type: ignore[arg-type]
+    qa: QaSettings = Field(default_factory=QaSettings, description="Corrections.")  # type: ignore[arg-type]
     nodes: list[NodeSeed] = Field(default_factory=list, description="DICOM nodes seeded on start.")
 
     @field_validator("ae_title")

@@ -455,3 +455,17 @@ def test_migration_0003_records_level_values_of_existing_instances(app: Applicat
     assert [app.outbound.encode(i, ("1.2.840.10008.1.2.1",))[1] for i in after] == [
         app.outbound.encode(i, ("1.2.840.10008.1.2.1",))[1] for i in before
     ]
+
+
+def test_the_migrations_build_the_schema_of_tables_py(app: Application) -> None:
+    """Alembic finds no difference between the migrated database and tables.py."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from openpacs.adapters.index.tables import metadata
+
+    engine = app.index.engine  # type: ignore[attr-defined]
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": False})
+        differences = compare_metadata(context, metadata)
+    assert differences == []

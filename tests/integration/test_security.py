@@ -21,6 +21,7 @@ STORE = {"admin", "technologist", "integration"}
 ECHO = {"admin", "technologist"}
 CHANGES = {"admin", "integration"}
 EVERYONE = set(ROLES)
+QA_OPERATIONS = ("update-patient", "update-study", "update-series", "merge-patients", "unmerge", "move-study", "undo")
 RULES: dict[tuple[str, str], str | set[str]] = {
     ("get", "/health"): PUBLIC,
     ("post", "/api/session"): PUBLIC,
@@ -32,6 +33,9 @@ RULES: dict[tuple[str, str], str | set[str]] = {
     ("get", "/api/changes"): CHANGES,
     ("get", "/api/audit"): ADMIN,
     ("get", "/api/conflicts"): ADMIN,
+    **{("post", f"/api/qa/{name}"): ADMIN for name in QA_OPERATIONS},
+    ("get", "/api/qa/operations"): ADMIN,
+    ("get", "/api/qa/operations/{operation_id}"): ADMIN,
     ("get", "/api/users"): ADMIN,
     ("post", "/api/users"): ADMIN,
     ("delete", "/api/users/{name}"): ADMIN,

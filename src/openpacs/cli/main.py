@@ -28,6 +28,7 @@ from openpacs.cli.common import (
     fail,
     settings_from,
 )
+from openpacs.cli.qa import qa_app
 from openpacs.cli.users import user_app
 from openpacs.domain.errors import OpenPacsError
 from openpacs.domain.records import Node
@@ -38,6 +39,7 @@ db_app = typer.Typer(help="The index database.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
 app.add_typer(db_app, name="db")
 app.add_typer(user_app, name="user")
+app.add_typer(qa_app, name="qa")
 
 
 @app.command()

@@ -29,6 +29,7 @@ class Permission(StrEnum):
     AUDIT = "audit"  # read the audit trail
     CHANGES = "changes"  # read the change feed
     SYSTEM = "system"  # system information
+    RECONCILE = "reconcile"  # corrections of identity (openpacs qa, /api/qa)
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {

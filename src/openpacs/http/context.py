@@ -14,6 +14,7 @@ from openpacs.services.network import NetworkService
 from openpacs.services.nodes import NodeService
 from openpacs.services.outbound import OutboundService, PartService
 from openpacs.services.query import QueryService
+from openpacs.services.reconcile import ReconcileService
 from openpacs.services.rendering import RenderService
 from openpacs.services.retrieve import RetrieveService
 from openpacs.services.users import UserService
@@ -49,6 +50,7 @@ class HttpServices:
     deletion: DeletionService
     parts: PartService
     rendering: RenderService
+    reconcile: ReconcileService
 
 
 def services(request: Request) -> HttpServices:

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from openpacs.domain.errors import OpenPacsError, Unauthenticated
+from openpacs.domain.qa import StateChanged
 
 log = logging.getLogger("openpacs.http")
 
@@ -21,7 +22,10 @@ def install(app: FastAPI) -> None:
         headers = {}
         if isinstance(exc, Unauthenticated):
             headers["WWW-Authenticate"] = 'Basic realm="OpenPACS", charset="UTF-8"'
-        return JSONResponse({"error": exc.reason}, status_code=exc.http_status, headers=headers)
+        body: dict[str, object] = {"error": exc.reason}
+        if isinstance(exc, StateChanged) and exc.operations:
+            body["operations"] = exc.operations  # the later operations to undo first
+        return JSONResponse(body, status_code=exc.http_status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from openpacs.rest import archive, nodes, session, system, users
+from openpacs.rest import archive, nodes, qa, session, system, users
 
 
 def router() -> APIRouter:
@@ -15,4 +15,5 @@ def router() -> APIRouter:
     api.include_router(users.router)
     api.include_router(nodes.router)
     api.include_router(archive.router)
+    api.include_router(qa.router)
     return api

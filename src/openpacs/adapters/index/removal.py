@@ -81,7 +81,7 @@ def remove(connection: Connection, level: Level, uid: str) -> Removed:
     for study_pk in study_pks:
         _recount_study(connection, study_pk, removed)
     for patient_pk in patient_pks:
-        _recount_patient(connection, patient_pk)
+        recount_patient(connection, patient_pk)
     return removed
 
 
@@ -125,7 +125,7 @@ def _recount_study(connection: Connection, study_pk: int, removed: Removed) -> N
     )
 
 
-def _recount_patient(connection: Connection, patient_pk: int) -> None:
+def recount_patient(connection: Connection, patient_pk: int) -> None:
     st, p = t.study, t.patient
     studies, series, instances = connection.execute(
         sa.select(

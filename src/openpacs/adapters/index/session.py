@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from openpacs.adapters.index import columns as cols
-from openpacs.adapters.index import removal
+from openpacs.adapters.index import corrections, removal
 from openpacs.adapters.index import statements as q
 from openpacs.adapters.index import tables as t
 from openpacs.adapters.index.accounts import Accounts
@@ -18,7 +18,9 @@ from openpacs.adapters.index.fast import FastStatements, json_value
 from openpacs.adapters.index.removal import Removed
 from openpacs.adapters.index.search import find_rows, load_stored_instances
 from openpacs.domain.matching import Query
+from openpacs.domain.qa import Operation
 from openpacs.domain.records import (
+    Actor,
     BlobRef,
     Change,
     Issuer,
@@ -400,6 +402,37 @@ class SqlIndexSession:
 
     def remove(self, level: Level, uid: str) -> Removed:
         return removal.remove(self.connection, level, uid)
+
+    # -- corrections --------------------------------------------------------------------
+
+    def set_study_patient(self, study_pk: int, patient_pk: int, now: datetime) -> None:
+        corrections.set_study_patient(self.connection, study_pk, patient_pk, now)
+
+    def set_merged_into(self, patient_pk: int, target_pk: int | None, now: datetime) -> None:
+        corrections.set_merged_into(self.connection, patient_pk, target_pk, now)
+
+    def replace_identifier(
+        self, patient_pk: int, old: PatientIdentifier | None, new: PatientIdentifier | None, now: datetime
+    ) -> None:
+        corrections.replace_identifier(self.connection, patient_pk, old, new, now)
+
+    def study_uids_of(self, patient_pk: int) -> list[str]:
+        return corrections.study_uids_of(self.connection, patient_pk)
+
+    def counts_of(self, level: Level, pk: int) -> dict[str, int]:
+        return corrections.counts_of(self.connection, str(level), pk)
+
+    def add_operation(self, operation: Operation, actor: Actor, now: datetime) -> int:
+        return corrections.add_operation(self.connection, operation, actor, now)
+
+    def operation(self, pk: int) -> Operation | None:
+        return corrections.operation(self.connection, pk)
+
+    def operations(self, limit: int, before_pk: int | None = None) -> list[Operation]:
+        return corrections.operations(self.connection, limit, before_pk)
+
+    def later_operations(self, objects: Sequence[str], after_pk: int) -> list[int]:
+        return corrections.later_operations(self.connection, objects, after_pk)
 
     def stats(self) -> Stats:
         row = self.connection.execute(

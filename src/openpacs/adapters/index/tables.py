@@ -291,3 +291,31 @@ web_session = sa.Table(
     sa.Column("expires_at", Timestamp, nullable=False),
     sa.Index(None, "expires_at"),
 )
+
+qa_operation = sa.Table(
+    "qa_operation",
+    metadata,
+    sa.Column("pk", BigKey, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("source", sa.String(16), nullable=False, server_default="local"),
+    sa.Column("actor_type", sa.String(16), nullable=False),
+    sa.Column("actor_id", sa.String(200), nullable=False),
+    sa.Column("actor_address", sa.String(100), nullable=False, server_default=""),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("params", Json, nullable=False),
+    sa.Column("edits", Json, nullable=False),
+    sa.Column("summary", Json, nullable=False),
+    sa.Column("undo_of_pk", BigKey, sa.ForeignKey("qa_operation.pk"), nullable=True),
+    sa.Column("undone_by_pk", BigKey, sa.ForeignKey("qa_operation.pk"), nullable=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index(None, "created_at"),
+)
+
+qa_operation_object = sa.Table(
+    "qa_operation_object",
+    metadata,
+    sa.Column("pk", BigKey, primary_key=True, autoincrement=True),
+    sa.Column("operation_pk", BigKey, sa.ForeignKey("qa_operation.pk", ondelete="CASCADE"), nullable=False),
+    sa.Column("object_key", sa.String(200), nullable=False),
+    sa.Index(None, "object_key", "operation_pk"),
+)

@@ -1,0 +1,235 @@
+"""``openpacs qa ...``: the corrections, with the names and meaning of ``/api/qa``.
+
+Every command needs ``--reason``, takes ``--dry-run`` (show what would change, change
+nothing) and ``--json`` (print the operation, whose ``id`` ``qa undo`` takes), and works
+on the data of a running server (same ``--data-dir``/``--config`` as ``serve``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from openpacs import bootstrap
+from openpacs.cli.common import ConfigFile, DatabaseUrl, DataDir, JsonOut, application_from, cli_actor, console, err
+from openpacs.domain.errors import OpenPacsError
+from openpacs.domain.qa import Operation, StateChanged
+from openpacs.services.reconcile import PatientRef
+
+qa_app = typer.Typer(help="Corrections: update, merge and move, previewed, audited and undoable.", no_args_is_help=True)
+
+Reason = Annotated[str, typer.Option("--reason", help="Why (kept in the audit and the journal).")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Show what would change; change nothing.")]
+Issuer = Annotated[str | None, typer.Option("--issuer", help="Issuer of Patient ID, where the ID is ambiguous.")]
+Sets = Annotated[list[str], typer.Option("--set", help="Keyword=Value to change ('Keyword=' empties it); repeat.")]
+
+
+def _values(pairs: list[str]) -> dict[str, str]:
+    values = {}
+    for pair in pairs:
+        keyword, sep, value = pair.partition("=")
+        if not sep or not keyword.strip():
+            err.print(f"[red]error:[/red] --set takes Keyword=Value, not {pair!r}")
+            raise typer.Exit(2)
+        values[keyword.strip()] = value
+    return values
+
+
+def _run(
+    config: Path | None,
+    data_dir: Path | None,
+    database_url: str | None,
+    as_json: bool,
+    dry_run: bool,
+    action: Callable[[bootstrap.Application], Operation],
+) -> None:
+    application = application_from(config, data_dir, database_url)
+    try:
+        operation = action(application)
+    except StateChanged as exc:
+        err.print(f"[red]refused:[/red] {exc.reason}")
+        if as_json:
+            print(json.dumps({"error": exc.reason, "operations": exc.operations}))
+        raise typer.Exit(1) from exc
+    except OpenPacsError as exc:
+        err.print(f"[red]error:[/red] {exc.reason}")
+        raise typer.Exit(1) from exc
+    finally:
+        application.close()
+    if as_json:
+        print(json.dumps({"dry_run": dry_run, **operation.to_json()}, indent=2))
+        return
+    _show(operation, dry_run)
+
+
+def _show(operation: Operation, dry_run: bool) -> None:
+    summary = operation.summary
+    title = "would change (dry run, nothing changed)" if dry_run else f"operation {operation.id} done"
+    console.print(f"{operation.kind} of {summary.get('level', '').lower()} {summary.get('name', '')}: {title}")
+    affected = summary.get("affected", {})
+    if affected:
+        console.print("affects " + ", ".join(f"{n} {what}" for what, n in affected.items()))
+    table = Table("object", "what", "old", "new")
+    for change in summary.get("changes", []):
+        if "attribute" in change:
+            table.add_row(change["object"], change["attribute"], change["old"], change["new"])
+        elif change.get("identifier"):
+            old, new = change["old"] or {}, change["new"] or {}
+            table.add_row(change["object"], "identifier", old.get("value", ""), new.get("value", ""))
+        else:
+            field = next(k for k in change if k != "object")
+            table.add_row(change["object"], field, str(change[field]["old"]), str(change[field]["new"]))
+    console.print(table)
+    if operation.undo_of is not None:
+        console.print(f"(undoes operation {operation.undo_of})")
+
+
+@qa_app.command("update-patient")
+def update_patient(
+    patient_id: Annotated[str, typer.Argument(help="The patient's Patient ID.")],
+    reason: Reason,
+    set_: Sets,
+    issuer: Issuer = None,
+    dry_run: DryRun = False,
+    as_json: JsonOut = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Change a patient's demographics, Patient ID or issuer (qa.patient_attributes)."""
+    values = _values(set_)
+    _run(config, data_dir, database_url, as_json, dry_run, lambda a: a.reconcile.update_patient(
+        PatientRef(patient_id, issuer), values, cli_actor(), reason, dry_run=dry_run))  # fmt: skip
+
+
+@qa_app.command("update-study")
+def update_study(
+    study: Annotated[str, typer.Argument(help="Study Instance UID.")],
+    reason: Reason,
+    set_: Sets,
+    dry_run: DryRun = False,
+    as_json: JsonOut = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Change study attributes (qa.study_attributes)."""
+    values = _values(set_)
+    _run(config, data_dir, database_url, as_json, dry_run, lambda a: a.reconcile.update_study(
+        study, values, cli_actor(), reason, dry_run=dry_run))  # fmt: skip
+
+
+@qa_app.command("update-series")
+def update_series(
+    series: Annotated[str, typer.Argument(help="Series Instance UID.")],
+    reason: Reason,
+    set_: Sets,
+    dry_run: DryRun = False,
+    as_json: JsonOut = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Change series attributes (qa.series_attributes)."""
+    values = _values(set_)
+    _run(config, data_dir, database_url, as_json, dry_run, lambda a: a.reconcile.update_series(
+        series, values, cli_actor(), reason, dry_run=dry_run))  # fmt: skip
+
+
+@qa_app.command("merge-patients")
+def merge_patients(
+    source: Annotated[str, typer.Argument(help="Patient ID of the record that goes (becomes a tombstone).")],
+    target: Annotated[str, typer.Argument(help="Patient ID of the record that stays.")],
+    reason: Reason,
+    source_issuer: Annotated[str | None, typer.Option("--source-issuer", help="Issuer of the source's ID.")] = None,
+    target_issuer: Annotated[str | None, typer.Option("--target-issuer", help="Issuer of the target's ID.")] = None,
+    dry_run: DryRun = False,
+    as_json: JsonOut = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Move every study of SOURCE to TARGET; later objects with SOURCE's ID land on TARGET."""
+    _run(config, data_dir, database_url, as_json, dry_run, lambda a: a.reconcile.merge_patients(
+        PatientRef(source, source_issuer), PatientRef(target, target_issuer), cli_actor(), reason,
+        dry_run=dry_run))  # fmt: skip
+
+
+@qa_app.command("unmerge")
+def unmerge(
+    source: Annotated[str, typer.Argument(help="Patient ID of the merged (tombstone) record.")],
+    reason: Reason,
+    issuer: Issuer = None,
+    dry_run: DryRun = False,
+    as_json: JsonOut = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Undo a merge: the studies it moved go back to SOURCE."""
+    _run(config, data_dir, database_url, as_json, dry_run, lambda a: a.reconcile.unmerge(
+        PatientRef(source, issuer), cli_actor(), reason, dry_run=dry_run))  # fmt: skip
+
+
+@qa_app.command("move-study")
+def move_study(
+    study: Annotated[str, typer.Argument(help="Study Instance UID.")],
+    to_patient: Annotated[str, typer.Option("--to-patient", help="Patient ID of the new owner.")],
+    reason: Reason,
+    issuer: Issuer = None,
+    dry_run: DryRun = False,
+    as_json: JsonOut = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Attach a study to another patient (study reallocation; every UID is kept)."""
+    _run(config, data_dir, database_url, as_json, dry_run, lambda a: a.reconcile.move_study(
+        study, PatientRef(to_patient, issuer), cli_actor(), reason, dry_run=dry_run))  # fmt: skip
+
+
+@qa_app.command("undo")
+def undo(
+    operation: Annotated[int, typer.Argument(help="The operation's id (from --json or qa list).")],
+    reason: Reason,
+    override: Annotated[bool, typer.Option("--override", help="Undo an identity change that came from HL7.")] = False,
+    dry_run: DryRun = False,
+    as_json: JsonOut = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Undo an operation by a compensating one; refused while later operations hold its objects."""
+    _run(config, data_dir, database_url, as_json, dry_run, lambda a: a.reconcile.undo(
+        operation, cli_actor(), reason, dry_run=dry_run, override=override))  # fmt: skip
+
+
+@qa_app.command("list")
+def list_operations(
+    limit: Annotated[int, typer.Option("--limit", help="How many, newest first.")] = 50,
+    as_json: JsonOut = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """The corrections, newest first."""
+    application = application_from(config, data_dir, database_url)
+    try:
+        found = application.reconcile.operations(limit)
+    finally:
+        application.close()
+    if as_json:
+        print(json.dumps([op.to_json() for op in found], indent=2))
+        return
+    table = Table("id", "when", "kind", "object", "by", "reason", "undone by")
+    for op in found:
+        when = op.created_at.strftime("%Y-%m-%d %H:%M:%S") if op.created_at else ""
+        who = op.actor.id if op.actor else ""
+        undone = str(op.undone_by) if op.undone_by else ""
+        table.add_row(str(op.id), when, str(op.kind), str(op.summary.get("name", "")), who, op.reason, undone)
+    console.print(table)

@@ -1,0 +1,153 @@
+"""Corrections under /api/qa (admins): the same operations, with the same names, as
+``openpacs qa``. Every one takes ``?dry_run=true`` to preview what it would change."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from openpacs.domain.qa import Operation
+from openpacs.domain.users import Permission
+from openpacs.http.auth import Principal, require
+from openpacs.http.context import services
+from openpacs.services.reconcile import PatientRef
+
+router = APIRouter(prefix="/api/qa", tags=["corrections"])
+Corrector = Annotated[Principal, Depends(require(Permission.RECONCILE))]
+DryRun = Annotated[bool, Query(description="Show what would change; change nothing.")]
+_UID = Field(min_length=1, max_length=64, pattern=r"^[0-9]+(\.[0-9]+)*$")
+_REASON = Field(min_length=1, max_length=2000, description="Why: kept in the audit and the journal.")
+
+
+class Patient(BaseModel):
+    """A patient named by Patient ID, and its issuer where the ID alone is ambiguous."""
+
+    patient_id: str = Field(min_length=1, max_length=64)
+    issuer: str | None = Field(default=None, max_length=64)
+
+    def ref(self) -> PatientRef:
+        return PatientRef(self.patient_id, self.issuer)
+
+
+class UpdatePatient(Patient):
+    set: dict[str, str] = Field(description="Keyword -> new value ('' empties it).")
+    reason: str = _REASON
+
+
+class UpdateStudy(BaseModel):
+    study: str = _UID
+    set: dict[str, str]
+    reason: str = _REASON
+
+
+class UpdateSeries(BaseModel):
+    series: str = _UID
+    set: dict[str, str]
+    reason: str = _REASON
+
+
+class MergePatients(BaseModel):
+    source: Patient
+    target: Patient
+    reason: str = _REASON
+
+
+class Unmerge(BaseModel):
+    source: Patient
+    reason: str = _REASON
+
+
+class MoveStudy(BaseModel):
+    study: str = _UID
+    to_patient: Patient
+    reason: str = _REASON
+
+
+class Undo(BaseModel):
+    operation: int = Field(ge=1)
+    reason: str = _REASON
+    override: bool = Field(default=False, description="Undo an identity change that came from HL7.")
+
+
+def _answer(operation: Operation, dry_run: bool) -> dict[str, Any]:
+    return {"dry_run": dry_run, **operation.to_json()}
+
+
+@router.post("/update-patient", summary="Change a patient's demographics or Patient ID")
+async def update_patient(body: UpdatePatient, request: Request, caller: Corrector, dry_run: DryRun = False) -> Any:
+    svc = services(request).reconcile
+    op = await run_in_threadpool(
+        lambda: svc.update_patient(body.ref(), body.set, caller.actor, body.reason, dry_run=dry_run)
+    )
+    return _answer(op, dry_run)
+
+
+@router.post("/update-study", summary="Change study attributes")
+async def update_study(body: UpdateStudy, request: Request, caller: Corrector, dry_run: DryRun = False) -> Any:
+    svc = services(request).reconcile
+    op = await run_in_threadpool(
+        lambda: svc.update_study(body.study, body.set, caller.actor, body.reason, dry_run=dry_run)
+    )
+    return _answer(op, dry_run)
+
+
+@router.post("/update-series", summary="Change series attributes")
+async def update_series(body: UpdateSeries, request: Request, caller: Corrector, dry_run: DryRun = False) -> Any:
+    svc = services(request).reconcile
+    op = await run_in_threadpool(
+        lambda: svc.update_series(body.series, body.set, caller.actor, body.reason, dry_run=dry_run)
+    )
+    return _answer(op, dry_run)
+
+
+@router.post("/merge-patients", summary="Merge a patient into another (the source becomes a tombstone)")
+async def merge_patients(body: MergePatients, request: Request, caller: Corrector, dry_run: DryRun = False) -> Any:
+    svc = services(request).reconcile
+    op = await run_in_threadpool(
+        lambda: svc.merge_patients(body.source.ref(), body.target.ref(), caller.actor, body.reason, dry_run=dry_run)
+    )
+    return _answer(op, dry_run)
+
+
+@router.post("/unmerge", summary="Undo the merge of a patient")
+async def unmerge(body: Unmerge, request: Request, caller: Corrector, dry_run: DryRun = False) -> Any:
+    svc = services(request).reconcile
+    op = await run_in_threadpool(lambda: svc.unmerge(body.source.ref(), caller.actor, body.reason, dry_run=dry_run))
+    return _answer(op, dry_run)
+
+
+@router.post("/move-study", summary="Attach a study to another patient (UIDs kept)")
+async def move_study(body: MoveStudy, request: Request, caller: Corrector, dry_run: DryRun = False) -> Any:
+    svc = services(request).reconcile
+    op = await run_in_threadpool(
+        lambda: svc.move_study(body.study, body.to_patient.ref(), caller.actor, body.reason, dry_run=dry_run)
+    )
+    return _answer(op, dry_run)
+
+
+@router.post("/undo", summary="Undo an operation (a compensating operation)")
+async def undo(body: Undo, request: Request, caller: Corrector, dry_run: DryRun = False) -> Any:
+    svc = services(request).reconcile
+    op = await run_in_threadpool(
+        lambda: svc.undo(body.operation, caller.actor, body.reason, dry_run=dry_run, override=body.override)
+    )
+    return _answer(op, dry_run)
+
+
+@router.get("/operations", summary="The corrections, newest first")
+async def operations(
+    request: Request,
+    caller: Corrector,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[int | None, Query(ge=1)] = None,
+) -> list[dict[str, Any]]:
+    found = await run_in_threadpool(services(request).reconcile.operations, limit, before)
+    return [op.to_json() for op in found]
+
+
+@router.get("/operations/{operation_id}", summary="One correction")
+async def operation(operation_id: int, request: Request, caller: Corrector) -> dict[str, Any]:
+    return (await run_in_threadpool(services(request).reconcile.operation, operation_id)).to_json()

@@ -1,0 +1,252 @@
+"""Corrections on both index backends: what every outbound path shows, dry runs, undo."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+import sqlalchemy as sa
+
+from helpers import TEST_ORIGIN, application, identifier
+from openpacs.bootstrap import Application
+from openpacs.domain.errors import Conflict, InvalidQuery, NotFound
+from openpacs.domain.matching import Model
+from openpacs.domain.qa import StateChanged
+from openpacs.domain.records import Actor, ActorType
+from openpacs.services.outbound import dataset_offset
+from openpacs.services.reconcile import PatientRef
+from samples import sample_file
+
+ADMIN = Actor(ActorType.USER, "admin", "127.0.0.1")
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+
+
+@pytest.fixture
+def app(tmp_path: Path, database_url: str) -> Iterator[Application]:
+    application_ = application(tmp_path, database_url)
+    try:
+        yield application_
+    finally:
+        application_.close()
+
+
+def _ct(**changes: Any) -> bytes:
+    ds = pydicom.dcmread(sample_file("CT_small.dcm"))
+    del ds.OtherPatientIDsSequence
+    for keyword, value in changes.items():
+        setattr(ds, keyword, value)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _study(n: int, patient: str, name: str) -> bytes:
+    return _ct(
+        StudyInstanceUID=f"1.2.826.0.1.3680043.10.999.{n}",
+        SeriesInstanceUID=f"1.2.826.0.1.3680043.10.999.{n}.1",
+        SOPInstanceUID=f"1.2.826.0.1.3680043.10.999.{n}.1.1",
+        PatientID=patient,
+        PatientName=name,
+    )
+
+
+def _studies_of(app: Application, patient_id: str) -> dict[str, str]:
+    """Study Instance UID -> Patient's Name, as a C-FIND at study level answers."""
+    query = app.query.parse(
+        identifier("STUDY", {"PatientID": patient_id, "PatientName": "", "StudyInstanceUID": ""}), Model.STUDY_ROOT
+    )
+    return {a["0020000D"]["Value"][0]: a["00100010"]["Value"][0]["Alphabetic"] for a in app.query.find(query, ADMIN)}
+
+
+def _patients(app: Application) -> set[str]:
+    query = app.query.parse(identifier("PATIENT", {"PatientID": ""}), Model.PATIENT_ROOT)
+    return {a["00100020"]["Value"][0] for a in app.query.find(query, ADMIN)}
+
+
+def _sent(app: Application, study: str) -> list[bytes]:
+    """What C-MOVE would send of a study: each instance's data set."""
+    return [app.outbound.encode(i, (EXPLICIT_LE,))[1] for i in app.retrieve.instances(study)]
+
+
+def _stored(app: Application, study: str) -> list[bytes]:
+    out = []
+    for instance in app.retrieve.instances(study):
+        data = app.outbound.read(instance)
+        out.append(data[dataset_offset(data) :])
+    return out
+
+
+def _dump(app: Application) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table (the dry-run check)."""
+    from openpacs.adapters.index.tables import metadata
+
+    engine = app.index.engine  # type: ignore[attr-defined]
+    with engine.connect() as connection:
+        return {
+            name: sorted(map(repr, connection.execute(sa.select(table)).all()))  # type: ignore[misc]
+            for name, table in metadata.tables.items()
+        }
+
+
+def test_update_patient_shows_everywhere_and_undo_restores_bytes(app: Application) -> None:
+    app.ingest.store(_study(1, "PID1", "WRONG^NAME"), TEST_ORIGIN)
+    study = "1.2.826.0.1.3680043.10.999.1"
+    original = _sent(app, study)
+    assert original == _stored(app, study)  # untouched: byte-exact
+
+    op = app.reconcile.update_patient(
+        PatientRef("PID1"), {"PatientName": "RIGHT^NAME", "PatientSex": "F"}, ADMIN, "name typed wrong at the desk"
+    )
+    assert op.id is not None and op.summary["affected"] == {"studies": 1, "series": 1, "instances": 1}
+    assert {c["attribute"]: (c["old"], c["new"]) for c in op.summary["changes"]} == {
+        "PatientName": ("WRONG^NAME", "RIGHT^NAME"),
+        "PatientSex": ("O", "F"),  # CT_small.dcm says O
+    }
+    assert _studies_of(app, "PID1") == {study: "RIGHT^NAME"}
+    (sent,) = _sent(app, study)
+    ds = pydicom.filereader.read_dataset(io.BytesIO(sent), is_implicit_VR=False, is_little_endian=True)
+    assert ds.PatientName == "RIGHT^NAME" and ds.PatientSex == "F"
+    (original_attributes,) = ds.OriginalAttributesSequence
+    assert original_attributes.ModifiedAttributesSequence[0].PatientName == "WRONG^NAME"
+    assert app.reconcile.operation(op.id).reason == "name typed wrong at the desk"
+
+    undo = app.reconcile.undo(op.id, ADMIN, "the old name was right after all")
+    assert undo.undo_of == op.id and app.reconcile.operation(op.id).undone_by == undo.id
+    assert _studies_of(app, "PID1") == {study: "WRONG^NAME"}
+    assert _sent(app, study) == original  # byte-exact again
+    with pytest.raises(Conflict):
+        app.reconcile.undo(op.id, ADMIN, "twice")
+
+
+def test_a_dry_run_changes_nothing(app: Application) -> None:
+    app.ingest.store(_study(1, "PID1", "DOE^JOHN"), TEST_ORIGIN)
+    app.ingest.store(_study(2, "PID2", "DOE^JOHN"), TEST_ORIGIN)
+    before = _dump(app)
+    preview = app.reconcile.merge_patients(PatientRef("PID1"), PatientRef("PID2"), ADMIN, "same man", dry_run=True)
+    assert preview.id is None and len(preview.edits) == 2
+    update = app.reconcile.update_patient(PatientRef("PID1"), {"PatientID": "PID9"}, ADMIN, "x", dry_run=True)
+    assert any(c.get("identifier") for c in update.summary["changes"])
+    app.reconcile.move_study("1.2.826.0.1.3680043.10.999.1", PatientRef("PID2"), ADMIN, "x", dry_run=True)
+    assert _dump(app) == before
+
+
+def test_merge_makes_a_tombstone_that_later_objects_follow(app: Application) -> None:
+    app.ingest.store(_study(1, "OLD", "DOE^JOHN"), TEST_ORIGIN)
+    app.ingest.store(_study(2, "NEW", "DOE^JOHN"), TEST_ORIGIN)
+    op = app.reconcile.merge_patients(PatientRef("OLD"), PatientRef("NEW"), ADMIN, "duplicate registration")
+    assert _patients(app) == {"NEW"}
+    assert set(_studies_of(app, "NEW")) == {"1.2.826.0.1.3680043.10.999.1", "1.2.826.0.1.3680043.10.999.2"}
+    # the first study now goes out under the surviving patient's ID
+    (sent,) = _sent(app, "1.2.826.0.1.3680043.10.999.1")
+    ds = pydicom.filereader.read_dataset(io.BytesIO(sent), is_implicit_VR=False, is_little_endian=True)
+    assert ds.PatientID == "NEW"
+    # a new study with the old ID lands on the survivor
+    app.ingest.store(_study(3, "OLD", "DOE^JOHN"), TEST_ORIGIN)
+    assert "1.2.826.0.1.3680043.10.999.3" in _studies_of(app, "NEW")
+    with pytest.raises(NotFound):
+        app.reconcile.update_patient(PatientRef("OLD"), {"PatientSex": "F"}, ADMIN, "tombstones are not edited")
+    # unmerge: the studies it moved go back; the later one stays where it landed
+    unmerge = app.reconcile.unmerge(PatientRef("OLD"), ADMIN, "they were two people")
+    assert unmerge.undo_of == op.id
+    assert _patients(app) == {"OLD", "NEW"}
+    assert set(_studies_of(app, "OLD")) == {"1.2.826.0.1.3680043.10.999.1"}
+
+
+def test_move_study_keeps_uids_and_counts(app: Application) -> None:
+    app.ingest.store(_study(1, "A", "ALPHA^ANN"), TEST_ORIGIN)
+    app.ingest.store(_study(2, "B", "BETA^BOB"), TEST_ORIGIN)
+    study = "1.2.826.0.1.3680043.10.999.1"
+    app.reconcile.move_study(study, PatientRef("B"), ADMIN, "sent under the wrong patient")
+    assert _studies_of(app, "B") == {study: "BETA^BOB", "1.2.826.0.1.3680043.10.999.2": "BETA^BOB"}
+    assert _studies_of(app, "A") == {}
+    with app.index.session() as session:
+        counts = {
+            p: session.counts_of(level, pk)  # type: ignore[attr-defined]
+            for p, level, pk in [("A", "PATIENT", 1), ("B", "PATIENT", 2)]
+        }
+    assert counts == {
+        "A": {"studies": 0, "series": 0, "instances": 0},
+        "B": {"studies": 2, "series": 2, "instances": 2},
+    }
+    (instance,) = app.retrieve.instances(study)
+    assert instance.sop_instance_uid == "1.2.826.0.1.3680043.10.999.1.1.1"
+
+
+def test_patient_id_change_moves_the_identifier(app: Application) -> None:
+    app.ingest.store(_study(1, "TEMP123", "DOE^JANE"), TEST_ORIGIN)
+    app.ingest.store(_study(2, "MRN777", "ROE^RICH"), TEST_ORIGIN)
+    with pytest.raises(Conflict, match="another patient"):
+        app.reconcile.update_patient(PatientRef("TEMP123"), {"PatientID": "MRN777"}, ADMIN, "x")
+    app.reconcile.update_patient(PatientRef("TEMP123"), {"PatientID": "MRN555"}, ADMIN, "registered under a temp ID")
+    assert _patients(app) == {"MRN555", "MRN777"}
+    # a later object under the new ID lands on the same patient (no new patient)
+    app.ingest.store(_study(3, "MRN555", "DOE^JANE"), TEST_ORIGIN)
+    assert app.archive.stats().patients == 2
+    assert set(_studies_of(app, "MRN555")) == {"1.2.826.0.1.3680043.10.999.1", "1.2.826.0.1.3680043.10.999.3"}
+
+
+def test_undo_is_refused_while_later_operations_hold_the_objects(app: Application) -> None:
+    app.ingest.store(_study(1, "PID1", "DOE^JOHN"), TEST_ORIGIN)
+    first = app.reconcile.update_patient(PatientRef("PID1"), {"PatientName": "DOE^JON"}, ADMIN, "typo")
+    second = app.reconcile.update_patient(PatientRef("PID1"), {"PatientName": "DOE^JOHNNY"}, ADMIN, "nickname")
+    assert first.id is not None and second.id is not None
+    with pytest.raises(StateChanged) as refused:
+        app.reconcile.undo(first.id, ADMIN, "back")
+    assert refused.value.operations == [second.id]
+    app.reconcile.undo(second.id, ADMIN, "back")
+    app.reconcile.undo(first.id, ADMIN, "back")
+    assert _studies_of(app, "PID1") == {"1.2.826.0.1.3680043.10.999.1": "DOE^JOHN"}
+
+
+def test_bad_requests_change_nothing(app: Application) -> None:
+    app.ingest.store(_study(1, "PID1", "DOE^JOHN"), TEST_ORIGIN)
+    before = _dump(app)
+    study = "1.2.826.0.1.3680043.10.999.1"
+    with pytest.raises(InvalidQuery, match="cannot be changed"):
+        app.reconcile.update_patient(PatientRef("PID1"), {"StudyDescription": "x"}, ADMIN, "x")
+    with pytest.raises(InvalidQuery, match="PatientBirthDate"):
+        app.reconcile.update_patient(PatientRef("PID1"), {"PatientBirthDate": "19991399"}, ADMIN, "x")
+    with pytest.raises(InvalidQuery, match="reason"):
+        app.reconcile.update_study(study, {"StudyDescription": "HEAD"}, ADMIN, "  ")
+    with pytest.raises(InvalidQuery, match="nothing to change"):
+        app.reconcile.update_patient(PatientRef("PID1"), {"PatientName": "DOE^JOHN"}, ADMIN, "x")
+    with pytest.raises(NotFound):
+        app.reconcile.update_patient(PatientRef("NOBODY"), {"PatientName": "X"}, ADMIN, "x")
+    with pytest.raises(NotFound):
+        app.reconcile.update_series("1.2.3.4", {"SeriesDescription": "X"}, ADMIN, "x")
+    with pytest.raises(InvalidQuery, match="same patient"):
+        app.reconcile.merge_patients(PatientRef("PID1"), PatientRef("PID1"), ADMIN, "x")
+    with pytest.raises(NotFound):
+        app.reconcile.undo(999, ADMIN, "x")
+    assert _dump(app) == before
+
+
+def test_study_and_series_updates_reach_the_answers(app: Application) -> None:
+    app.ingest.store(_study(1, "PID1", "DOE^JOHN"), TEST_ORIGIN)
+    study, series = "1.2.826.0.1.3680043.10.999.1", "1.2.826.0.1.3680043.10.999.1.1"
+    app.reconcile.update_study(study, {"StudyDescription": "CT HEAD", "AccessionNumber": "ACC42"}, ADMIN, "order")
+    app.reconcile.update_series(series, {"BodyPartExamined": "HEAD"}, ADMIN, "wrong body part")
+    query = app.query.parse(identifier("STUDY", {"AccessionNumber": "ACC42", "StudyDescription": ""}), Model.STUDY_ROOT)
+    (answer,) = app.query.find(query, ADMIN)
+    assert answer["00081030"]["Value"] == ["CT HEAD"]
+    (sent,) = _sent(app, study)
+    ds = pydicom.filereader.read_dataset(io.BytesIO(sent), is_implicit_VR=False, is_little_endian=True)
+    assert (ds.StudyDescription, ds.AccessionNumber, ds.BodyPartExamined) == ("CT HEAD", "ACC42", "HEAD")
+
+
+def test_each_operation_is_journaled_audited_and_on_the_change_feed(app: Application) -> None:
+    app.ingest.store(_study(1, "PID1", "DOE^JOHN"), TEST_ORIGIN)
+    seq = app.archive.changes_since(0, 1000)[-1].seq
+    op = app.reconcile.update_patient(PatientRef("PID1"), {"PatientName": "DOE^JON"}, ADMIN, "typo")
+    with app.index.session() as session:
+        changes = session.changes_since(seq, 100)
+        audit = session.audit_entries(0, 1000)
+    assert [c.change_type for c in changes][-1:] == ["patient_updated"]
+    entry = next(a for a in audit if a["action"] == "qa-update-patient")
+    assert entry["actor_id"] == "admin" and entry["details"]["reason"] == "typo"
+    journal = app.blobs.read(f"journal/{op.created_at:%Y/%m/%d}/{op.id:012d}.json")  # type: ignore[union-attr]
+    assert b'"kind":"update-patient"' in journal and b"DOE^JON" in journal

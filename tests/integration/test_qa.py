@@ -1,0 +1,129 @@
+"""Corrections on a running server: `openpacs qa` beside it, /api/qa, and what DCMTK's findscu
+and getscu, and dicomweb-client, show after each operation and after its undo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from conftest import ServerProcess, run_dcmtk
+from web import accounts_of, dicomweb
+
+pytestmark = pytest.mark.usefixtures("dcmtk")
+
+
+def _store(server: ServerProcess, tmp_path: Path, patient_id: str, name: str) -> pydicom.Dataset:
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    del ds.OtherPatientIDsSequence
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.PatientID, ds.PatientName = patient_id, name
+    path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    run_dcmtk("storescu", "-aec", server.ae_title, "127.0.0.1", str(server.dicom_port), str(path))
+    return ds
+
+
+def _find_names(server: ServerProcess, patient_id: str) -> str:
+    out = run_dcmtk(
+        "findscu", "-v", "-S", "-aec", server.ae_title, "127.0.0.1", str(server.dicom_port),
+        "-k", "QueryRetrieveLevel=STUDY", "-k", f"PatientID={patient_id}", "-k", "PatientName",
+        "-k", "StudyInstanceUID",
+    ).stderr  # fmt: skip
+    assert "Received Final Find Response (Success)" in out, out
+    return out
+
+
+def _get(server: ServerProcess, study: str, folder: Path) -> pydicom.Dataset:
+    folder.mkdir()
+    out = run_dcmtk(
+        "getscu", "-v", "-S", "-aec", server.ae_title, "-od", str(folder), "127.0.0.1", str(server.dicom_port),
+        "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
+    ).stderr  # fmt: skip
+    assert "Received C-GET Response (Success)" in out and "Number of Failed Suboperations    : 0" in out, out
+    (path,) = list(folder.iterdir())
+    return pydicom.dcmread(path)
+
+
+def _qa(server: ServerProcess, *args: str) -> dict[str, Any]:
+    result = server.cli("qa", *args, "--json")
+    return dict(json.loads(result.stdout))
+
+
+def test_cli_update_shows_in_findscu_getscu_and_qido_and_undo_restores_the_bytes(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    patient = f"QA{generate_uid()[-8:]}"
+    original = _store(server, tmp_path, patient, "WRONG^NAME")
+    before = _get(server, original.StudyInstanceUID, tmp_path / "before")
+    assert "OriginalAttributesSequence" not in before
+
+    preview = _qa(server, "update-patient", patient, "--set", "PatientName=RIGHT^NAME", "--reason", "typo",
+                  "--dry-run")  # fmt: skip
+    assert preview["dry_run"] and preview["id"] is None
+    assert preview["summary"]["changes"][0]["new"] == "RIGHT^NAME"
+    assert "WRONG^NAME" in _find_names(server, patient)  # the dry run changed nothing
+
+    op = _qa(server, "update-patient", patient, "--set", "PatientName=RIGHT^NAME", "--reason", "typo")
+    assert op["id"] and not op["dry_run"]
+    assert "RIGHT^NAME" in _find_names(server, patient)
+    after = _get(server, original.StudyInstanceUID, tmp_path / "after")
+    assert after.PatientName == "RIGHT^NAME"
+    assert after.OriginalAttributesSequence[0].ModifiedAttributesSequence[0].PatientName == "WRONG^NAME"
+    client = dicomweb(server, accounts_of(server)["viewer"])
+    (study,) = client.search_for_studies(search_filters={"PatientID": patient}, fields=["PatientName"])
+    assert study["00100010"]["Value"] == [{"Alphabetic": "RIGHT^NAME"}]
+    (metadata,) = client.retrieve_study_metadata(original.StudyInstanceUID)
+    assert metadata["00100010"]["Value"] == [{"Alphabetic": "RIGHT^NAME"}]
+
+    listed = server.cli("qa", "list").stdout
+    assert "update-patient" in listed and "typo" in listed
+    _qa(server, "undo", str(op["id"]), "--reason", "it was right")
+    assert "WRONG^NAME" in _find_names(server, patient)
+    again = _get(server, original.StudyInstanceUID, tmp_path / "again")
+    assert (tmp_path / "again").iterdir().__next__().read_bytes() == next((tmp_path / "before").iterdir()).read_bytes()
+    assert again.PatientName == "WRONG^NAME"
+
+
+def test_rest_merge_needs_an_admin_and_a_reason_and_previews(server: ServerProcess, tmp_path: Path) -> None:
+    source, target = f"QS{generate_uid()[-8:]}", f"QT{generate_uid()[-8:]}"
+    _store(server, tmp_path, source, "DOE^JOHN")
+    _store(server, tmp_path, target, "DOE^JOHN")
+    accounts = accounts_of(server)
+    body = {"source": {"patient_id": source}, "target": {"patient_id": target}, "reason": "duplicate"}
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        denied = http.post("/api/qa/merge-patients", json=body, headers=accounts["technologist"].bearer)
+        assert denied.status_code == 403
+        no_reason = http.post("/api/qa/merge-patients", json={**body, "reason": ""}, headers=accounts["admin"].bearer)
+        assert no_reason.status_code == 400 and "reason" in no_reason.json()["error"]
+        preview = http.post(
+            "/api/qa/merge-patients", params={"dry_run": "true"}, json=body, headers=accounts["admin"].bearer
+        )
+        assert preview.status_code == 200 and preview.json()["dry_run"] and preview.json()["id"] is None
+        assert source in _find_names(server, source)
+        done = http.post("/api/qa/merge-patients", json=body, headers=accounts["admin"].bearer).json()
+        assert "Received Final Find Response" in _find_names(server, target)
+        assert source not in _find_names(server, source).split("PatientID")[-1]
+        shown = http.get(f"/api/qa/operations/{done['id']}", headers=accounts["admin"].bearer).json()
+        assert shown["kind"] == "merge-patients" and shown["actor"]["id"] == accounts["admin"].name
+        missing = http.post(
+            "/api/qa/move-study",
+            json={"study": "1.2.3", "to_patient": {"patient_id": target}, "reason": "x"},
+            headers=accounts["admin"].bearer,
+        )
+        assert missing.status_code == 404 and "no study" in missing.json()["error"]
+        hostile = http.post(
+            "/api/qa/update-patient",
+            json={"patient_id": target, "set": {"PatientName": "A" * 100000}, "reason": "x"},
+            headers=accounts["admin"].bearer,
+        )
+        assert hostile.status_code == 400
+    assert server.process.poll() is None

@@ -137,10 +137,17 @@ def orthanc_run(folders: list[Path]) -> dict[str, Any]:
 
             out: dict[str, Any] = {"name": "Orthanc 1.10 (Debian)"}
             study = lookup(study_of(folders[1]))
+            # Orthanc 1.10 refuses a study-level modify of PatientID ("the parent PatientID cannot
+            # be manually modified"): an Orthanc administrator rewrites each instance, uploads
+            # the rewritten copies and deletes the original study
             body = {"Replace": {"PatientID": "QAOTHER", "PatientName": "OTHER^OLGA"}, "Force": True,
-                    "Synchronous": True}  # fmt: skip
+                    "Keep": ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]}  # fmt: skip
             started = time.perf_counter()
-            http.post(f"{base}/studies/{study}/modify", json=body, timeout=3600).raise_for_status()
+            for instance in http.get(f"{base}/studies/{study}/instances", timeout=600).json():
+                modified = http.post(f"{base}/instances/{instance['ID']}/modify", json=body, timeout=600)
+                modified.raise_for_status()
+                http.delete(f"{base}/instances/{instance['ID']}", timeout=600).raise_for_status()
+                http.post(f"{base}/instances", data=modified.content, timeout=600).raise_for_status()
             out["move_study_s"] = time.perf_counter() - started
             patient = http.get(f"{base}/studies/{lookup(study_of(folders[0]))}", timeout=60).json()["ParentPatient"]
             body = {"Replace": {"PatientID": "QATARGET", "PatientName": "TARGET^TOM"}, "Force": True,

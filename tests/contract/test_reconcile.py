@@ -250,3 +250,33 @@ def test_each_operation_is_journaled_audited_and_on_the_change_feed(app: Applica
     assert entry["actor_id"] == "admin" and entry["details"]["reason"] == "typo"
     journal = app.blobs.read(f"journal/{op.created_at:%Y/%m/%d}/{op.id:012d}.json")  # type: ignore[union-attr]
     assert b'"kind":"update-patient"' in journal and b"DOE^JON" in journal
+
+
+def test_the_inbox_lists_conflicts_that_corrections_resolve_and_undo_reopens(app: Application) -> None:
+    app.ingest.store(_study(1, "PID1", "DOE^JOHN"), TEST_ORIGIN)
+    app.ingest.store(_study(2, "PID1", "DOE^JOAN"), TEST_ORIGIN)  # same ID, another name: flagged
+    (entry,) = app.reconcile.inbox()
+    assert entry["kind"] == "demographics" and entry["patient"]["patient_id"] == "PID1"
+    assert entry["details"]["index_vs_object"]["PatientName"] == ["DOE^JOHN", "DOE^JOAN"]
+    before = _dump(app)
+    preview = app.reconcile.update_patient(
+        PatientRef("PID1"), {"PatientName": "DOE^JOAN"}, ADMIN, "x", dry_run=True, resolves=[entry["id"]]
+    )
+    assert {"object": f"CONFLICT:{entry['id']}", "conflict": {"old": "open", "new": "resolved"}} in preview.summary[
+        "changes"
+    ]
+    assert _dump(app) == before
+    with pytest.raises(NotFound):
+        app.reconcile.dismiss_conflicts([999], ADMIN, "x")
+    op = app.reconcile.update_patient(
+        PatientRef("PID1"), {"PatientName": "DOE^JOAN"}, ADMIN, "the desk had it wrong", resolves=[entry["id"]]
+    )
+    assert app.reconcile.inbox() == []
+    assert op.params["resolves"] == [entry["id"]]
+    with pytest.raises(Conflict, match="already resolved"):
+        app.reconcile.dismiss_conflicts([entry["id"]], ADMIN, "x")
+    assert op.id is not None
+    app.reconcile.undo(op.id, ADMIN, "wrong call")
+    assert [e["id"] for e in app.reconcile.inbox()] == [entry["id"]]
+    dismissed = app.reconcile.dismiss_conflicts([entry["id"]], ADMIN, "a nickname, same woman")
+    assert dismissed.kind == "dismiss-conflict" and app.reconcile.inbox() == []

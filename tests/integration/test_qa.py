@@ -84,6 +84,14 @@ def test_cli_update_shows_in_findscu_getscu_and_qido_and_undo_restores_the_bytes
     (metadata,) = client.retrieve_study_metadata(original.StudyInstanceUID)
     assert metadata["00100010"]["Value"] == [{"Alphabetic": "RIGHT^NAME"}]
 
+    # a second copy under the same ID with another name lands in the inbox; the fix resolves it
+    _store(server, tmp_path, patient, "WRONGER^NAME")
+    (conflict,) = [
+        e for e in json.loads(server.cli("qa", "inbox", "--json").stdout) if e["patient"]["patient_id"] == patient
+    ]
+    assert "WRONGER^NAME" in server.cli("qa", "inbox").stdout
+    _qa(server, "dismiss-conflict", str(conflict["id"]), "--reason", "same person")
+    assert patient not in server.cli("qa", "inbox").stdout
     listed = server.cli("qa", "list").stdout
     assert "update-patient" in listed and "typo" in listed
     _qa(server, "undo", str(op["id"]), "--reason", "it was right")

@@ -21,7 +21,16 @@ STORE = {"admin", "technologist", "integration"}
 ECHO = {"admin", "technologist"}
 CHANGES = {"admin", "integration"}
 EVERYONE = set(ROLES)
-QA_OPERATIONS = ("update-patient", "update-study", "update-series", "merge-patients", "unmerge", "move-study", "undo")
+QA_OPERATIONS = (
+    "update-patient",
+    "update-study",
+    "update-series",
+    "merge-patients",
+    "unmerge",
+    "move-study",
+    "dismiss-conflict",
+    "undo",
+)
 RULES: dict[tuple[str, str], str | set[str]] = {
     ("get", "/health"): PUBLIC,
     ("post", "/api/session"): PUBLIC,
@@ -35,6 +44,7 @@ RULES: dict[tuple[str, str], str | set[str]] = {
     ("get", "/api/conflicts"): ADMIN,
     **{("post", f"/api/qa/{name}"): ADMIN for name in QA_OPERATIONS},
     ("get", "/api/qa/operations"): ADMIN,
+    ("get", "/api/qa/inbox"): ADMIN,
     ("get", "/api/qa/operations/{operation_id}"): ADMIN,
     ("get", "/api/users"): ADMIN,
     ("post", "/api/users"): ADMIN,

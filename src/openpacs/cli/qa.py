@@ -26,6 +26,9 @@ qa_app = typer.Typer(help="Corrections: update, merge and move, previewed, audit
 Reason = Annotated[str, typer.Option("--reason", help="Why (kept in the audit and the journal).")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Show what would change; change nothing.")]
 Issuer = Annotated[str | None, typer.Option("--issuer", help="Issuer of Patient ID, where the ID is ambiguous.")]
+Resolves = Annotated[
+    list[int], typer.Option("--resolves", help="Inbox conflict this correction resolves (qa inbox); repeat.")
+]
 Sets = Annotated[list[str], typer.Option("--set", help="Keyword=Value to change ('Keyword=' empties it); repeat.")]
 
 
@@ -95,6 +98,7 @@ def update_patient(
     reason: Reason,
     set_: Sets,
     issuer: Issuer = None,
+    resolves: Resolves = [],  # noqa: B006 (typer's list option)
     dry_run: DryRun = False,
     as_json: JsonOut = False,
     data_dir: DataDir = None,
@@ -104,7 +108,7 @@ def update_patient(
     """Change a patient's demographics, Patient ID or issuer (qa.patient_attributes)."""
     values = _values(set_)
     _run(config, data_dir, database_url, as_json, dry_run, lambda a: a.reconcile.update_patient(
-        PatientRef(patient_id, issuer), values, cli_actor(), reason, dry_run=dry_run))  # fmt: skip
+        PatientRef(patient_id, issuer), values, cli_actor(), reason, dry_run=dry_run, resolves=resolves))  # fmt: skip
 
 
 @qa_app.command("update-study")
@@ -112,6 +116,7 @@ def update_study(
     study: Annotated[str, typer.Argument(help="Study Instance UID.")],
     reason: Reason,
     set_: Sets,
+    resolves: Resolves = [],  # noqa: B006 (typer's list option)
     dry_run: DryRun = False,
     as_json: JsonOut = False,
     data_dir: DataDir = None,
@@ -121,7 +126,7 @@ def update_study(
     """Change study attributes (qa.study_attributes)."""
     values = _values(set_)
     _run(config, data_dir, database_url, as_json, dry_run, lambda a: a.reconcile.update_study(
-        study, values, cli_actor(), reason, dry_run=dry_run))  # fmt: skip
+        study, values, cli_actor(), reason, dry_run=dry_run, resolves=resolves))  # fmt: skip
 
 
 @qa_app.command("update-series")
@@ -129,6 +134,7 @@ def update_series(
     series: Annotated[str, typer.Argument(help="Series Instance UID.")],
     reason: Reason,
     set_: Sets,
+    resolves: Resolves = [],  # noqa: B006 (typer's list option)
     dry_run: DryRun = False,
     as_json: JsonOut = False,
     data_dir: DataDir = None,
@@ -138,7 +144,7 @@ def update_series(
     """Change series attributes (qa.series_attributes)."""
     values = _values(set_)
     _run(config, data_dir, database_url, as_json, dry_run, lambda a: a.reconcile.update_series(
-        series, values, cli_actor(), reason, dry_run=dry_run))  # fmt: skip
+        series, values, cli_actor(), reason, dry_run=dry_run, resolves=resolves))  # fmt: skip
 
 
 @qa_app.command("merge-patients")
@@ -148,6 +154,7 @@ def merge_patients(
     reason: Reason,
     source_issuer: Annotated[str | None, typer.Option("--source-issuer", help="Issuer of the source's ID.")] = None,
     target_issuer: Annotated[str | None, typer.Option("--target-issuer", help="Issuer of the target's ID.")] = None,
+    resolves: Resolves = [],  # noqa: B006 (typer's list option)
     dry_run: DryRun = False,
     as_json: JsonOut = False,
     data_dir: DataDir = None,
@@ -157,7 +164,7 @@ def merge_patients(
     """Move every study of SOURCE to TARGET; later objects with SOURCE's ID land on TARGET."""
     _run(config, data_dir, database_url, as_json, dry_run, lambda a: a.reconcile.merge_patients(
         PatientRef(source, source_issuer), PatientRef(target, target_issuer), cli_actor(), reason,
-        dry_run=dry_run))  # fmt: skip
+        dry_run=dry_run, resolves=resolves))  # fmt: skip
 
 
 @qa_app.command("unmerge")
@@ -165,6 +172,7 @@ def unmerge(
     source: Annotated[str, typer.Argument(help="Patient ID of the merged (tombstone) record.")],
     reason: Reason,
     issuer: Issuer = None,
+    resolves: Resolves = [],  # noqa: B006 (typer's list option)
     dry_run: DryRun = False,
     as_json: JsonOut = False,
     data_dir: DataDir = None,
@@ -173,7 +181,7 @@ def unmerge(
 ) -> None:
     """Undo a merge: the studies it moved go back to SOURCE."""
     _run(config, data_dir, database_url, as_json, dry_run, lambda a: a.reconcile.unmerge(
-        PatientRef(source, issuer), cli_actor(), reason, dry_run=dry_run))  # fmt: skip
+        PatientRef(source, issuer), cli_actor(), reason, dry_run=dry_run, resolves=resolves))  # fmt: skip
 
 
 @qa_app.command("move-study")
@@ -182,6 +190,7 @@ def move_study(
     to_patient: Annotated[str, typer.Option("--to-patient", help="Patient ID of the new owner.")],
     reason: Reason,
     issuer: Issuer = None,
+    resolves: Resolves = [],  # noqa: B006 (typer's list option)
     dry_run: DryRun = False,
     as_json: JsonOut = False,
     data_dir: DataDir = None,
@@ -190,7 +199,54 @@ def move_study(
 ) -> None:
     """Attach a study to another patient (study reallocation; every UID is kept)."""
     _run(config, data_dir, database_url, as_json, dry_run, lambda a: a.reconcile.move_study(
-        study, PatientRef(to_patient, issuer), cli_actor(), reason, dry_run=dry_run))  # fmt: skip
+        study, PatientRef(to_patient, issuer), cli_actor(), reason, dry_run=dry_run, resolves=resolves))  # fmt: skip
+
+
+@qa_app.command("dismiss-conflict")
+def dismiss_conflict(
+    conflicts: Annotated[list[int], typer.Argument(help="Ids of inbox conflicts (qa inbox).")],
+    reason: Reason,
+    dry_run: DryRun = False,
+    as_json: JsonOut = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Close inbox conflicts that need no correction (undoable like any operation)."""
+    _run(config, data_dir, database_url, as_json, dry_run, lambda a: a.reconcile.dismiss_conflicts(
+        conflicts, cli_actor(), reason, dry_run=dry_run))  # fmt: skip
+
+
+@qa_app.command("inbox")
+def inbox(
+    as_json: JsonOut = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """The reconciliation inbox: identity conflicts flagged at ingest, still open."""
+    application = application_from(config, data_dir, database_url)
+    try:
+        entries = application.reconcile.inbox()
+    finally:
+        application.close()
+    if as_json:
+        print(json.dumps(entries, indent=2))
+        return
+    table = Table("id", "kind", "patient", "study", "reason", "values")
+    for entry in entries:
+        patient = entry.get("patient") or {}
+        details = dict(entry["details"])
+        reason = str(details.pop("reason", ""))
+        table.add_row(
+            str(entry["id"]),
+            entry["kind"],
+            f"{patient.get('patient_id', '')} {patient.get('name', '')}".strip(),
+            entry["study_instance_uid"],
+            reason,
+            json.dumps(details, ensure_ascii=False),
+        )
+    console.print(table)
 
 
 @qa_app.command("undo")

@@ -32,6 +32,7 @@ class OperationKind(StrEnum):
     MERGE_PATIENTS = "merge-patients"
     UNMERGE = "unmerge"
     MOVE_STUDY = "move-study"
+    DISMISS_CONFLICT = "dismiss-conflict"
     UNDO = "undo"
 
 
@@ -40,6 +41,7 @@ class EditKind(StrEnum):
     IDENTIFIER = "identifier"  # a patient's identifier (value + issuer) replaced
     STUDY_PATIENT = "study-patient"  # the patient a study belongs to
     MERGED_INTO = "merged-into"  # a patient's merge link (a tombstone points to the survivor)
+    CONFLICT = "conflict"  # an identity conflict of the inbox: open (None) or "resolved"
 
 
 @dataclass(frozen=True)

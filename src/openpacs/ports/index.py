@@ -145,6 +145,7 @@ class Conflict:
     study_instance_uid: str
     sop_instance_uid: str
     details: dict[str, Any]
+    pk: int | None = None  # its row, once recorded
 
 
 @dataclass(frozen=True)
@@ -258,6 +259,11 @@ class IndexSession(Protocol):
 
     def stats(self) -> Stats: ...
     def open_conflicts(self) -> list[Conflict]: ...
+    def conflict(self, pk: int) -> tuple[Conflict, datetime | None] | None:
+        """An identity conflict and when it was resolved (None: open)."""
+        ...
+
+    def set_conflict_resolved(self, pk: int, resolved_at: datetime | None) -> None: ...
 
     # -- change feed and audit ---------------------------------------------------------
     def changes_since(self, seq: int, limit: int) -> list[Change]: ...

@@ -22,6 +22,12 @@ _UID = Field(min_length=1, max_length=64, pattern=r"^[0-9]+(\.[0-9]+)*$")
 _REASON = Field(min_length=1, max_length=2000, description="Why: kept in the audit and the journal.")
 
 
+class Resolving(BaseModel):
+    resolves: list[int] = Field(
+        default_factory=list, max_length=1000, description="Inbox conflicts this correction resolves."
+    )
+
+
 class Patient(BaseModel):
     """A patient named by Patient ID, and its issuer where the ID alone is ambiguous."""
 
@@ -32,37 +38,42 @@ class Patient(BaseModel):
         return PatientRef(self.patient_id, self.issuer)
 
 
-class UpdatePatient(Patient):
+class UpdatePatient(Patient, Resolving):
     set: dict[str, str] = Field(description="Keyword -> new value ('' empties it).")
     reason: str = _REASON
 
 
-class UpdateStudy(BaseModel):
+class UpdateStudy(Resolving):
     study: str = _UID
     set: dict[str, str]
     reason: str = _REASON
 
 
-class UpdateSeries(BaseModel):
+class UpdateSeries(Resolving):
     series: str = _UID
     set: dict[str, str]
     reason: str = _REASON
 
 
-class MergePatients(BaseModel):
+class MergePatients(Resolving):
     source: Patient
     target: Patient
     reason: str = _REASON
 
 
-class Unmerge(BaseModel):
+class Unmerge(Resolving):
     source: Patient
     reason: str = _REASON
 
 
-class MoveStudy(BaseModel):
+class MoveStudy(Resolving):
     study: str = _UID
     to_patient: Patient
+    reason: str = _REASON
+
+
+class DismissConflict(BaseModel):
+    conflicts: list[int] = Field(min_length=1, max_length=1000)
     reason: str = _REASON
 
 
@@ -80,7 +91,9 @@ def _answer(operation: Operation, dry_run: bool) -> dict[str, Any]:
 async def update_patient(body: UpdatePatient, request: Request, caller: Corrector, dry_run: DryRun = False) -> Any:
     svc = services(request).reconcile
     op = await run_in_threadpool(
-        lambda: svc.update_patient(body.ref(), body.set, caller.actor, body.reason, dry_run=dry_run)
+        lambda: svc.update_patient(
+            body.ref(), body.set, caller.actor, body.reason, dry_run=dry_run, resolves=body.resolves
+        )
     )
     return _answer(op, dry_run)
 
@@ -89,7 +102,9 @@ async def update_patient(body: UpdatePatient, request: Request, caller: Correcto
 async def update_study(body: UpdateStudy, request: Request, caller: Corrector, dry_run: DryRun = False) -> Any:
     svc = services(request).reconcile
     op = await run_in_threadpool(
-        lambda: svc.update_study(body.study, body.set, caller.actor, body.reason, dry_run=dry_run)
+        lambda: svc.update_study(
+            body.study, body.set, caller.actor, body.reason, dry_run=dry_run, resolves=body.resolves
+        )
     )
     return _answer(op, dry_run)
 
@@ -98,7 +113,9 @@ async def update_study(body: UpdateStudy, request: Request, caller: Corrector, d
 async def update_series(body: UpdateSeries, request: Request, caller: Corrector, dry_run: DryRun = False) -> Any:
     svc = services(request).reconcile
     op = await run_in_threadpool(
-        lambda: svc.update_series(body.series, body.set, caller.actor, body.reason, dry_run=dry_run)
+        lambda: svc.update_series(
+            body.series, body.set, caller.actor, body.reason, dry_run=dry_run, resolves=body.resolves
+        )
     )
     return _answer(op, dry_run)
 
@@ -107,7 +124,9 @@ async def update_series(body: UpdateSeries, request: Request, caller: Corrector,
 async def merge_patients(body: MergePatients, request: Request, caller: Corrector, dry_run: DryRun = False) -> Any:
     svc = services(request).reconcile
     op = await run_in_threadpool(
-        lambda: svc.merge_patients(body.source.ref(), body.target.ref(), caller.actor, body.reason, dry_run=dry_run)
+        lambda: svc.merge_patients(
+            body.source.ref(), body.target.ref(), caller.actor, body.reason, dry_run=dry_run, resolves=body.resolves
+        )
     )
     return _answer(op, dry_run)
 
@@ -115,7 +134,9 @@ async def merge_patients(body: MergePatients, request: Request, caller: Correcto
 @router.post("/unmerge", summary="Undo the merge of a patient")
 async def unmerge(body: Unmerge, request: Request, caller: Corrector, dry_run: DryRun = False) -> Any:
     svc = services(request).reconcile
-    op = await run_in_threadpool(lambda: svc.unmerge(body.source.ref(), caller.actor, body.reason, dry_run=dry_run))
+    op = await run_in_threadpool(
+        lambda: svc.unmerge(body.source.ref(), caller.actor, body.reason, dry_run=dry_run, resolves=body.resolves)
+    )
     return _answer(op, dry_run)
 
 
@@ -123,9 +144,25 @@ async def unmerge(body: Unmerge, request: Request, caller: Corrector, dry_run: D
 async def move_study(body: MoveStudy, request: Request, caller: Corrector, dry_run: DryRun = False) -> Any:
     svc = services(request).reconcile
     op = await run_in_threadpool(
-        lambda: svc.move_study(body.study, body.to_patient.ref(), caller.actor, body.reason, dry_run=dry_run)
+        lambda: svc.move_study(
+            body.study, body.to_patient.ref(), caller.actor, body.reason, dry_run=dry_run, resolves=body.resolves
+        )
     )
     return _answer(op, dry_run)
+
+
+@router.post("/dismiss-conflict", summary="Close inbox conflicts that need no correction")
+async def dismiss_conflict(body: DismissConflict, request: Request, caller: Corrector, dry_run: DryRun = False) -> Any:
+    svc = services(request).reconcile
+    op = await run_in_threadpool(
+        lambda: svc.dismiss_conflicts(body.conflicts, caller.actor, body.reason, dry_run=dry_run)
+    )
+    return _answer(op, dry_run)
+
+
+@router.get("/inbox", summary="The reconciliation inbox: open identity conflicts")
+async def inbox(request: Request, caller: Corrector) -> list[dict[str, Any]]:
+    return await run_in_threadpool(services(request).reconcile.inbox)
 
 
 @router.post("/undo", summary="Undo an operation (a compensating operation)")

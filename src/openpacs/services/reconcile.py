@@ -12,7 +12,7 @@ their inverses as a new operation, refused while later operations hold the objec
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -109,7 +109,14 @@ class ReconcileService:
     # -- the operations ------------------------------------------------------------------
 
     def update_patient(
-        self, ref: PatientRef, values: dict[str, str], actor: Actor, reason: str, *, dry_run: bool = False
+        self,
+        ref: PatientRef,
+        values: dict[str, str],
+        actor: Actor,
+        reason: str,
+        *,
+        dry_run: bool = False,
+        resolves: Sequence[int] = (),
     ) -> Operation:
         """Change a patient's demographics, and its Patient ID or issuer (the identifier moves too)."""
         self._check_keywords(Level.PATIENT, values)
@@ -133,22 +140,43 @@ class ReconcileService:
             summary = self._summary(session, Level.PATIENT, patient.pk, edits, str(ref))
             return Operation(OperationKind.UPDATE_PATIENT, reason, {"patient": str(ref), "set": values}, edits, summary)
 
-        return self._run(plan, actor, dry_run)
+        return self._run(plan, actor, dry_run, resolves)
 
     def update_study(
-        self, uid: str, values: dict[str, str], actor: Actor, reason: str, *, dry_run: bool = False
+        self,
+        uid: str,
+        values: dict[str, str],
+        actor: Actor,
+        reason: str,
+        *,
+        dry_run: bool = False,
+        resolves: Sequence[int] = (),
     ) -> Operation:
         """Change study attributes (StudyDescription, AccessionNumber, ...): ``qa.study_attributes``."""
-        return self._update_level(Level.STUDY, uid, values, actor, reason, dry_run)
+        return self._update_level(Level.STUDY, uid, values, actor, reason, dry_run, resolves)
 
     def update_series(
-        self, uid: str, values: dict[str, str], actor: Actor, reason: str, *, dry_run: bool = False
+        self,
+        uid: str,
+        values: dict[str, str],
+        actor: Actor,
+        reason: str,
+        *,
+        dry_run: bool = False,
+        resolves: Sequence[int] = (),
     ) -> Operation:
         """Change series attributes (SeriesDescription, BodyPartExamined, ...): ``qa.series_attributes``."""
-        return self._update_level(Level.SERIES, uid, values, actor, reason, dry_run)
+        return self._update_level(Level.SERIES, uid, values, actor, reason, dry_run, resolves)
 
     def merge_patients(
-        self, source: PatientRef, target: PatientRef, actor: Actor, reason: str, *, dry_run: bool = False
+        self,
+        source: PatientRef,
+        target: PatientRef,
+        actor: Actor,
+        reason: str,
+        *,
+        dry_run: bool = False,
+        resolves: Sequence[int] = (),
     ) -> Operation:
         """Move every study of *source* to *target*; the source becomes a tombstone pointing to
         the target, so that objects arriving later with the source's ID land on the target."""
@@ -167,9 +195,11 @@ class ReconcileService:
             params = {"source": str(source), "target": str(target)}
             return Operation(OperationKind.MERGE_PATIENTS, reason, params, edits, summary)
 
-        return self._run(plan, actor, dry_run)
+        return self._run(plan, actor, dry_run, resolves)
 
-    def unmerge(self, source: PatientRef, actor: Actor, reason: str, *, dry_run: bool = False) -> Operation:
+    def unmerge(
+        self, source: PatientRef, actor: Actor, reason: str, *, dry_run: bool = False, resolves: Sequence[int] = ()
+    ) -> Operation:
         """Undo the merge of *source* (a tombstone): its studies go back to it."""
 
         def plan(session: IndexSession) -> Operation:
@@ -193,10 +223,17 @@ class ReconcileService:
             summary["merge"] = merge.id
             return Operation(OperationKind.UNMERGE, reason, {"source": str(source)}, edits, summary, undo_of=merge.id)
 
-        return self._run(plan, actor, dry_run)
+        return self._run(plan, actor, dry_run, resolves)
 
     def move_study(
-        self, uid: str, to_patient: PatientRef, actor: Actor, reason: str, *, dry_run: bool = False
+        self,
+        uid: str,
+        to_patient: PatientRef,
+        actor: Actor,
+        reason: str,
+        *,
+        dry_run: bool = False,
+        resolves: Sequence[int] = (),
     ) -> Operation:
         """Attach a study to another patient (study reallocation; every UID kept)."""
 
@@ -215,7 +252,7 @@ class ReconcileService:
             params = {"study": uid, "to_patient": str(to_patient)}
             return Operation(OperationKind.MOVE_STUDY, reason, params, edits, summary)
 
-        return self._run(plan, actor, dry_run)
+        return self._run(plan, actor, dry_run, resolves)
 
     def undo(
         self, operation_id: int, actor: Actor, reason: str, *, dry_run: bool = False, override: bool = False
@@ -247,6 +284,44 @@ class ReconcileService:
 
         return self._run(plan, actor, dry_run)
 
+    def dismiss_conflicts(
+        self, conflicts: Sequence[int], actor: Actor, reason: str, *, dry_run: bool = False
+    ) -> Operation:
+        """Close identity conflicts of the inbox that need no correction (a nickname, say)."""
+        if not conflicts:
+            raise InvalidQuery("name at least one conflict of the inbox")
+
+        def plan(session: IndexSession) -> Operation:
+            summary: dict[str, Any] = {"level": "CONFLICT", "name": ", ".join(map(str, conflicts)), "changes": []}
+            return Operation(OperationKind.DISMISS_CONFLICT, reason, {"conflicts": list(conflicts)}, [], summary)
+
+        return self._run(plan, actor, dry_run, conflicts)
+
+    def inbox(self) -> list[dict[str, Any]]:
+        """The open identity conflicts flagged at ingest, each with its patient spelled out."""
+        with self._index.session() as session:
+            out = []
+            for conflict in session.open_conflicts():
+                entry: dict[str, Any] = {
+                    "id": conflict.pk,
+                    "kind": conflict.kind,
+                    "study_instance_uid": conflict.study_instance_uid,
+                    "sop_instance_uid": conflict.sop_instance_uid,
+                    "details": conflict.details,
+                }
+                if conflict.patient_pk is not None:
+                    patient = session.patient(conflict.patient_pk)
+                    entry["patient"] = {
+                        "pk": patient.pk,
+                        "patient_id": dj.text(patient.attrs, PATIENT_ID),
+                        "name": dj.text(patient.attrs, key("PatientName")),
+                        "birth_date": dj.text(patient.attrs, key("PatientBirthDate")),
+                        "identifiers": [str(i) for i in patient.identifiers or []],
+                        "merged_into_pk": patient.merged_into_pk,
+                    }
+                out.append(entry)
+            return out
+
     def operation(self, operation_id: int) -> Operation:
         with self._index.session() as session:
             found = session.operation(operation_id)
@@ -261,7 +336,14 @@ class ReconcileService:
     # -- planning helpers ------------------------------------------------------------------
 
     def _update_level(
-        self, level: Level, uid: str, values: dict[str, str], actor: Actor, reason: str, dry_run: bool
+        self,
+        level: Level,
+        uid: str,
+        values: dict[str, str],
+        actor: Actor,
+        reason: str,
+        dry_run: bool,
+        resolves: Sequence[int],
     ) -> Operation:
         self._check_keywords(level, values)
         kind = OperationKind.UPDATE_STUDY if level is Level.STUDY else OperationKind.UPDATE_SERIES
@@ -275,7 +357,7 @@ class ReconcileService:
             summary = self._summary(session, level, row.pk, edits, uid)
             return Operation(kind, reason, {_LEVEL_NAMES[level]: uid, "set": values}, edits, summary)
 
-        return self._run(plan, actor, dry_run)
+        return self._run(plan, actor, dry_run, resolves)
 
     def _check_keywords(self, level: Level, values: dict[str, str]) -> None:
         if not values:
@@ -357,15 +439,21 @@ class ReconcileService:
 
     # -- applying ------------------------------------------------------------------------
 
-    def _run(self, plan: Callable[[IndexSession], Operation], actor: Actor, dry_run: bool) -> Operation:
+    def _run(
+        self,
+        plan: Callable[[IndexSession], Operation],
+        actor: Actor,
+        dry_run: bool,
+        resolves: Sequence[int] = (),
+    ) -> Operation:
         if dry_run:
             with self._index.session() as session:
-                operation = plan(session)
+                operation = self._planned(session, plan, resolves)
                 self._check(session, operation.edits)
             return operation
         now = self._clock()
         with self._index.session(write=True) as session:
-            operation = plan(session)
+            operation = self._planned(session, plan, resolves)
             if not operation.reason.strip():
                 raise InvalidQuery("a reason is required")
             self._check(session, operation.edits)
@@ -378,6 +466,27 @@ class ReconcileService:
             # the journal entry is durable before the transaction commits (ARCHITECTURE.md 3)
             self._journal(operation, now)
         log.info("operation %d %s by %s: %s", operation.id, operation.kind, actor.id, operation.reason)
+        return operation
+
+    @staticmethod
+    def _planned(
+        session: IndexSession, plan: Callable[[IndexSession], Operation], resolves: Sequence[int]
+    ) -> Operation:
+        """The operation *plan* makes, closing the inbox conflicts it *resolves*."""
+        operation = plan(session)
+        for pk in dict.fromkeys(resolves):
+            found = session.conflict(pk)
+            if found is None:
+                raise NotFound(f"no identity conflict {pk} in the inbox")
+            if found[1] is not None:
+                raise Conflict(f"identity conflict {pk} is already resolved")
+            edit = Edit(EditKind.CONFLICT, {"level": "CONFLICT", "pk": pk}, None, "resolved")
+            operation.edits.append(edit)
+            operation.summary.setdefault("changes", []).append(
+                {"object": edit.object_key(), "conflict": {"old": "open", "new": "resolved"}}
+            )
+        if resolves:
+            operation.params["resolves"] = list(dict.fromkeys(resolves))
         return operation
 
     def _check(self, session: IndexSession, edits: Iterable[Edit]) -> None:
@@ -395,6 +504,11 @@ class ReconcileService:
     def _current(session: IndexSession, edit: Edit) -> Any:
         target = edit.target
         level = target["level"]
+        if edit.kind is EditKind.CONFLICT:
+            found = session.conflict(int(target["pk"]))
+            if found is None:
+                raise StateChanged(f"identity conflict {target['pk']} no longer exists")
+            return None if found[1] is None else "resolved"
         if edit.kind is EditKind.STUDY_PATIENT:
             study = session.study(target["uid"])
             if study is None:
@@ -417,7 +531,9 @@ class ReconcileService:
     def _apply(session: IndexSession, edit: Edit, now: datetime) -> None:
         target = edit.target
         level = target["level"]
-        if edit.kind is EditKind.STUDY_PATIENT:
+        if edit.kind is EditKind.CONFLICT:
+            session.set_conflict_resolved(int(target["pk"]), now if edit.new else None)
+        elif edit.kind is EditKind.STUDY_PATIENT:
             study = session.study(target["uid"])
             assert study is not None  # checked
             session.set_study_patient(study.pk, int(edit.new), now)
@@ -442,7 +558,7 @@ class ReconcileService:
         resources = []
         for object_key in operation.objects()[:100]:
             level, _, name = object_key.partition(":")
-            resources.append({"level": level, ("pk" if level == "PATIENT" else "uid"): name})
+            resources.append({"level": level, ("uid" if level in ("STUDY", "SERIES") else "pk"): name})
         return AuditRecord(
             time=now,
             actor=actor,
@@ -468,6 +584,8 @@ def _changes(session: IndexSession, operation: Operation) -> Iterable[ChangeReco
     seen = set()
     for edit in operation.edits:
         target = edit.target
+        if edit.kind is EditKind.CONFLICT:
+            continue  # the inbox is not a resource of the change feed
         if target["level"] == "PATIENT":
             record = ChangeRecord("patient_updated", Level.PATIENT, str(target["pk"]))
         elif target["level"] == "STUDY":

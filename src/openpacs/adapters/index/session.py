@@ -452,7 +452,22 @@ class SqlIndexSession:
     def open_conflicts(self) -> list[Conflict]:
         c = t.identity_conflict
         rows = self.connection.execute(sa.select(c).where(c.c.resolved_at.is_(None)).order_by(c.c.pk))
-        return [Conflict(r.kind, r.patient_pk, r.study_instance_uid, r.sop_instance_uid, r.details) for r in rows]
+        return [
+            Conflict(r.kind, r.patient_pk, r.study_instance_uid, r.sop_instance_uid, json_value(r.details), r.pk)
+            for r in rows
+        ]
+
+    def conflict(self, pk: int) -> tuple[Conflict, datetime | None] | None:
+        c = t.identity_conflict
+        r = self.connection.execute(sa.select(c).where(c.c.pk == pk)).first()
+        if r is None:
+            return None
+        found = Conflict(r.kind, r.patient_pk, r.study_instance_uid, r.sop_instance_uid, json_value(r.details), r.pk)
+        return found, _aware(r.resolved_at) if r.resolved_at is not None else None
+
+    def set_conflict_resolved(self, pk: int, resolved_at: datetime | None) -> None:
+        c = t.identity_conflict
+        self.connection.execute(sa.update(c).where(c.c.pk == pk).values(resolved_at=resolved_at))
 
     # -- change feed and audit -------------------------------------------------------------
 

@@ -150,6 +150,7 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
         reconcile=ReconcileService(
             index,
             blobs,
+            ingest,
             editable=Editable(
                 tuple(settings.qa.patient_attributes),
                 tuple(settings.qa.study_attributes),

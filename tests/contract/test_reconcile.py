@@ -86,10 +86,15 @@ def _dump(app: Application) -> dict[str, list[tuple[Any, ...]]]:
 
     engine = app.index.engine  # type: ignore[attr-defined]
     with engine.connect() as connection:
-        return {
+        dump = {
             name: sorted(map(repr, connection.execute(sa.select(table)).all()))  # type: ignore[misc]
             for name, table in metadata.tables.items()
+            if name != "audit"
         }
+        # queries' own audit records are written asynchronously: compare the rest of the audit
+        audit = metadata.tables["audit"]
+        dump["audit"] = sorted(map(repr, connection.execute(sa.select(audit).where(audit.c.action != "query")).all()))
+        return dump
 
 
 def test_update_patient_shows_everywhere_and_undo_restores_bytes(app: Application) -> None:
@@ -280,3 +285,104 @@ def test_the_inbox_lists_conflicts_that_corrections_resolve_and_undo_reopens(app
     assert [e["id"] for e in app.reconcile.inbox()] == [entry["id"]]
     dismissed = app.reconcile.dismiss_conflicts([entry["id"]], ADMIN, "a nickname, same woman")
     assert dismissed.kind == "dismiss-conflict" and app.reconcile.inbox() == []
+
+
+def _two_series_study(app: Application) -> tuple[str, list[str]]:
+    """A study of 2 series x 2 instances; its UID and its series' UIDs."""
+    study = "1.2.826.0.1.3680043.10.998"
+    series = [f"{study}.{s}" for s in (1, 2)]
+    for s in series:
+        for n in (1, 2):
+            app.ingest.store(
+                _ct(StudyInstanceUID=study, SeriesInstanceUID=s, SOPInstanceUID=f"{s}.{n}", PatientID="REJ1"),
+                TEST_ORIGIN,
+            )
+    return study, series
+
+
+def _counts(app: Application, study: str) -> tuple[int, int] | None:
+    query = app.query.parse(
+        identifier(
+            "STUDY",
+            {"StudyInstanceUID": study, "NumberOfStudyRelatedSeries": "", "NumberOfStudyRelatedInstances": ""},
+        ),
+        Model.STUDY_ROOT,
+    )
+    answers = list(app.query.find(query, ADMIN))
+    if not answers:
+        return None
+    (a,) = answers
+    return a["00201206"]["Value"][0], a["00201208"]["Value"][0]
+
+
+def test_reject_hides_everywhere_stores_a_note_and_undo_shows_again(app: Application) -> None:
+    from openpacs.domain.tags import Level
+
+    study, series = _two_series_study(app)
+    assert _counts(app, study) == (2, 4)
+    before = _dump(app)
+    preview = app.reconcile.reject(Level.SERIES, series[0], "113001", ADMIN, "blurred", dry_run=True)
+    assert preview.summary["affected"] == {"studies": 1, "series": 1, "instances": 2}
+    assert _dump(app) == before
+
+    op = app.reconcile.reject(Level.SERIES, series[0], "113001", ADMIN, "motion blur")
+    assert _counts(app, study) == (1, 2)
+    assert {i.series_instance_uid for i in app.retrieve.instances(study)} == {series[1]}
+    with pytest.raises(NotFound):
+        app.retrieve.instances(study, series[0])
+    # the rejection note: a KOS of the study, titled 113001, referencing both instances, hidden from users
+    with app.index.session() as session:
+        states = session.instance_states(Level.STUDY, study)
+        (note,) = [s for s in states if s.hidden == "rejection-note"]
+        (stored,) = session.stored_instances(Level.IMAGE, [note.sop_instance_uid], hidden=True)
+    kos = pydicom.dcmread(io.BytesIO(app.outbound.read(stored)))
+    assert kos.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.59" and kos.Modality == "KO"
+    assert kos.ConceptNameCodeSequence[0].CodeValue == "113001"
+    (evidence,) = kos.CurrentRequestedProcedureEvidenceSequence
+    (referenced,) = evidence.ReferencedSeriesSequence
+    assert referenced.SeriesInstanceUID == series[0]
+    assert sorted(r.ReferencedSOPInstanceUID for r in referenced.ReferencedSOPSequence) == [
+        f"{series[0]}.1",
+        f"{series[0]}.2",
+    ]
+    assert len(kos.ContentSequence) == 2 and kos.PatientID == "REJ1"
+    assert op.summary["rejection_note"] == note.sop_instance_uid
+
+    assert op.id is not None
+    app.reconcile.undo(op.id, ADMIN, "rejected the wrong series")
+    assert _counts(app, study) == (2, 4)
+    assert len(app.retrieve.instances(study)) == 4
+
+
+def test_soft_delete_and_restore_of_a_study(app: Application) -> None:
+    from openpacs.domain.tags import Level
+
+    study, _ = _two_series_study(app)
+    app.reconcile.delete(Level.STUDY, study, ADMIN, "test study sent to production")
+    assert _counts(app, study) is None
+    assert "REJ1" not in _patients(app)  # a patient with nothing visible is not shown
+    with pytest.raises(NotFound):
+        app.retrieve.instances(study)
+    with pytest.raises(NotFound):
+        app.reconcile.delete(Level.STUDY, study, ADMIN, "twice")
+    restored = app.reconcile.restore(Level.STUDY, study, ADMIN, "it was a real patient")
+    assert restored.summary["affected"]["instances"] == 4
+    assert _counts(app, study) == (2, 4) and "REJ1" in _patients(app)
+    with pytest.raises(InvalidQuery, match="nothing"):
+        app.reconcile.restore(Level.STUDY, study, ADMIN, "again")
+
+
+def test_rejection_needs_a_known_code_and_something_visible(app: Application) -> None:
+    from openpacs.domain.tags import Level
+
+    study, series = _two_series_study(app)
+    before = _dump(app)
+    with pytest.raises(InvalidQuery, match="CID 7011"):
+        app.reconcile.reject(Level.STUDY, study, "999999", ADMIN, "x")
+    with pytest.raises(InvalidQuery, match="reason"):
+        app.reconcile.reject(Level.STUDY, study, "113037", ADMIN, " ")
+    with pytest.raises(NotFound):
+        app.reconcile.reject(Level.SERIES, "1.2.3", "113037", ADMIN, "x")
+    assert _dump(app) == before
+    app.reconcile.reject(Level.IMAGE, f"{series[1]}.2", "113037", ADMIN, "wrong side marker")
+    assert _counts(app, study) == (2, 3)

@@ -135,3 +135,33 @@ def test_rest_merge_needs_an_admin_and_a_reason_and_previews(server: ServerProce
         )
         assert hostile.status_code == 400
     assert server.process.poll() is None
+
+
+def test_rejected_study_leaves_findscu_getscu_and_qido_and_undo_brings_it_back(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    patient = f"QR{generate_uid()[-8:]}"
+    original = _store(server, tmp_path, patient, "REJECT^ME")
+    study = original.StudyInstanceUID
+    op = _qa(server, "reject", study, "--code", "113037", "--reason", "wrong patient on the images")
+    assert op["summary"]["affected"]["instances"] == 1
+    assert study not in _find_names(server, patient)
+    out = run_dcmtk(
+        "getscu", "-v", "-S", "-aec", server.ae_title, "-od", str(tmp_path), "127.0.0.1", str(server.dicom_port),
+        "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
+    ).stderr  # fmt: skip
+    assert "Number of Completed Suboperations : 1" not in out, out
+    client = dicomweb(server, accounts_of(server)["viewer"])
+    assert client.search_for_studies(search_filters={"StudyInstanceUID": study}) == []
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        admin = accounts_of(server)["admin"].bearer
+        bad = http.post(
+            "/api/qa/reject", json={"level": "study", "uid": study, "code": "12345", "reason": "x"}, headers=admin
+        )
+        assert bad.status_code == 400
+        restored = http.post(
+            "/api/qa/undo", json={"operation": op["id"], "reason": "it was the right patient"}, headers=admin
+        )
+        assert restored.status_code == 200, restored.text
+    assert study in _find_names(server, patient)
+    assert len(client.search_for_studies(search_filters={"StudyInstanceUID": study})) == 1

@@ -29,6 +29,9 @@ QA_OPERATIONS = (
     "unmerge",
     "move-study",
     "dismiss-conflict",
+    "reject",
+    "delete",
+    "restore",
     "undo",
 )
 RULES: dict[tuple[str, str], str | set[str]] = {

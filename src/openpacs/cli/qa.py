@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +20,7 @@ from openpacs import bootstrap
 from openpacs.cli.common import ConfigFile, DatabaseUrl, DataDir, JsonOut, application_from, cli_actor, console, err
 from openpacs.domain.errors import OpenPacsError
 from openpacs.domain.qa import Operation, StateChanged
+from openpacs.domain.tags import Level
 from openpacs.services.reconcile import PatientRef
 
 qa_app = typer.Typer(help="Corrections: update, merge and move, previewed, audited and undoable.", no_args_is_help=True)
@@ -200,6 +202,68 @@ def move_study(
     """Attach a study to another patient (study reallocation; every UID is kept)."""
     _run(config, data_dir, database_url, as_json, dry_run, lambda a: a.reconcile.move_study(
         study, PatientRef(to_patient, issuer), cli_actor(), reason, dry_run=dry_run, resolves=resolves))  # fmt: skip
+
+
+class Target(StrEnum):
+    STUDY = "study"
+    SERIES = "series"
+    INSTANCE = "instance"
+
+
+_LEVELS = {Target.STUDY: Level.STUDY, Target.SERIES: Level.SERIES, Target.INSTANCE: Level.IMAGE}
+LevelOption = Annotated[Target, typer.Option("--level", help="What UID names.", case_sensitive=False)]
+
+
+@qa_app.command("reject")
+def reject(
+    uid: Annotated[str, typer.Argument(help="Study, Series or SOP Instance UID.")],
+    code: Annotated[
+        str, typer.Option("--code", help="113001 quality, 113037 safety, 113038 worklist, 113039 retention.")
+    ],
+    reason: Reason,
+    level: LevelOption = Target.STUDY,
+    resolves: Resolves = [],  # noqa: B006 (typer's list option)
+    dry_run: DryRun = False,
+    as_json: JsonOut = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Reject (IOCM): hidden from every query and retrieval; a rejection note is stored for peers."""
+    _run(config, data_dir, database_url, as_json, dry_run, lambda a: a.reconcile.reject(
+        _LEVELS[level], uid, code, cli_actor(), reason, dry_run=dry_run, resolves=resolves))  # fmt: skip
+
+
+@qa_app.command("delete")
+def delete(
+    uid: Annotated[str, typer.Argument(help="Study, Series or SOP Instance UID.")],
+    reason: Reason,
+    level: LevelOption = Target.STUDY,
+    dry_run: DryRun = False,
+    as_json: JsonOut = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Soft-delete: hidden like a rejection, restorable with qa restore or qa undo."""
+    _run(config, data_dir, database_url, as_json, dry_run, lambda a: a.reconcile.delete(
+        _LEVELS[level], uid, cli_actor(), reason, dry_run=dry_run))  # fmt: skip
+
+
+@qa_app.command("restore")
+def restore(
+    uid: Annotated[str, typer.Argument(help="Study, Series or SOP Instance UID.")],
+    reason: Reason,
+    level: LevelOption = Target.STUDY,
+    dry_run: DryRun = False,
+    as_json: JsonOut = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Show again what was rejected or soft-deleted (rejection notes already stored stay)."""
+    _run(config, data_dir, database_url, as_json, dry_run, lambda a: a.reconcile.restore(
+        _LEVELS[level], uid, cli_actor(), reason, dry_run=dry_run))  # fmt: skip
 
 
 @qa_app.command("dismiss-conflict")

@@ -33,6 +33,9 @@ class OperationKind(StrEnum):
     UNMERGE = "unmerge"
     MOVE_STUDY = "move-study"
     DISMISS_CONFLICT = "dismiss-conflict"
+    REJECT = "reject"
+    RESTORE = "restore"
+    DELETE = "delete"
     UNDO = "undo"
 
 
@@ -42,6 +45,33 @@ class EditKind(StrEnum):
     STUDY_PATIENT = "study-patient"  # the patient a study belongs to
     MERGED_INTO = "merged-into"  # a patient's merge link (a tombstone points to the survivor)
     CONFLICT = "conflict"  # an identity conflict of the inbox: open (None) or "resolved"
+    HIDDEN = "hidden"  # an instance's rejection code or "deleted" (None: visible)
+
+
+@dataclass(frozen=True)
+class RejectionCode:
+    """A reason for rejection (PS3.16 CID 7011, Rejected for Quality Reasons etc.; IHE IOCM)."""
+
+    value: str
+    meaning: str
+    behaviour: str  # what the archive does, for the documentation and the API
+
+
+#: The IOCM rejection codes (scheme DCM) and what the archive does with each.
+REJECTION_CODES: dict[str, RejectionCode] = {
+    c.value: c
+    for c in (
+        RejectionCode("113001", "Rejected for Quality Reasons", "hidden from queries and retrievals; kept"),
+        RejectionCode(
+            "113037", "Rejected for Patient Safety Reasons", "hidden from queries and retrievals; never shown"
+        ),
+        RejectionCode("113038", "Incorrect Modality Worklist Entry", "hidden from queries and retrievals; never shown"),
+        RejectionCode("113039", "Data Retention Policy Expired", "hidden from queries and retrievals (purge to come)"),
+    )
+}
+DELETED = "deleted"  # the hidden state of a soft delete (restorable until purged)
+#: the state of a rejection note of ours: kept for peers (routing), hidden from clinical users
+NOTE = "rejection-note"
 
 
 @dataclass(frozen=True)

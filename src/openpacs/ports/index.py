@@ -149,6 +149,17 @@ class Conflict:
 
 
 @dataclass(frozen=True)
+class InstanceState:
+    """An instance, where it is, and whether it is hidden (its rejection code, or "deleted")."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    series_instance_uid: str
+    study_instance_uid: str
+    hidden: str | None
+
+
+@dataclass(frozen=True)
 class PendingDeletion:
     """A blob due for removal once ``not_before`` has passed."""
 
@@ -234,7 +245,10 @@ class IndexSession(Protocol):
     def find(
         self, query: Query, *, fold_names: bool, limit: int | None = None, offset: int = 0
     ) -> Iterator[MatchRow]: ...
-    def stored_instances(self, level: Level, uids: Sequence[str]) -> list[StoredInstance]: ...
+    def stored_instances(self, level: Level, uids: Sequence[str], *, hidden: bool = False) -> list[StoredInstance]:
+        """The visible instances under studies, series or instances (with *hidden*, all of them)."""
+        ...
+
     def remove(self, level: Level, uid: str) -> Removal:
         """Delete a study, series or instance with what it contains (aggregates recomputed)."""
         ...
@@ -249,6 +263,11 @@ class IndexSession(Protocol):
         self, patient_pk: int, old: PatientIdentifier | None, new: PatientIdentifier | None, now: datetime
     ) -> None: ...
     def study_uids_of(self, patient_pk: int) -> list[str]: ...
+    def instance_states(self, level: Level, uid: str) -> list[InstanceState]: ...
+    def set_hidden(self, sop_instance_uids: Sequence[str], state: str | None, now: datetime) -> None:
+        """Hide (a rejection code, "deleted") or show (None) instances; aggregates follow."""
+        ...
+
     def counts_of(self, level: Level, pk: int) -> dict[str, int]: ...
     def add_operation(self, operation: Operation, actor: Actor, now: datetime) -> int: ...
     def operation(self, pk: int) -> Operation | None: ...

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from openpacs.domain.qa import Operation
+from openpacs.domain.tags import Level
 from openpacs.domain.users import Permission
 from openpacs.http.auth import Principal, require
 from openpacs.http.context import services
@@ -70,6 +71,21 @@ class MoveStudy(Resolving):
     study: str = _UID
     to_patient: Patient
     reason: str = _REASON
+
+
+_LEVELS = {"study": Level.STUDY, "series": Level.SERIES, "instance": Level.IMAGE}
+
+
+class Hide(BaseModel):
+    level: Literal["study", "series", "instance"]
+    uid: str = _UID
+    reason: str = _REASON
+
+
+class Reject(Hide, Resolving):
+    code: Literal["113001", "113037", "113038", "113039"] = Field(
+        description="113001 quality, 113037 patient safety, 113038 incorrect worklist entry, 113039 retention expired"
+    )
 
 
 class DismissConflict(BaseModel):
@@ -147,6 +163,35 @@ async def move_study(body: MoveStudy, request: Request, caller: Corrector, dry_r
         lambda: svc.move_study(
             body.study, body.to_patient.ref(), caller.actor, body.reason, dry_run=dry_run, resolves=body.resolves
         )
+    )
+    return _answer(op, dry_run)
+
+
+@router.post("/reject", summary="Reject (IOCM) a study, series or instance; a rejection note is stored")
+async def reject(body: Reject, request: Request, caller: Corrector, dry_run: DryRun = False) -> Any:
+    svc = services(request).reconcile
+    op = await run_in_threadpool(
+        lambda: svc.reject(
+            _LEVELS[body.level], body.uid, body.code, caller.actor, body.reason, dry_run=dry_run, resolves=body.resolves
+        )
+    )
+    return _answer(op, dry_run)
+
+
+@router.post("/delete", summary="Soft-delete a study, series or instance (restorable)")
+async def delete(body: Hide, request: Request, caller: Corrector, dry_run: DryRun = False) -> Any:
+    svc = services(request).reconcile
+    op = await run_in_threadpool(
+        lambda: svc.delete(_LEVELS[body.level], body.uid, caller.actor, body.reason, dry_run=dry_run)
+    )
+    return _answer(op, dry_run)
+
+
+@router.post("/restore", summary="Show again what was rejected or deleted")
+async def restore(body: Hide, request: Request, caller: Corrector, dry_run: DryRun = False) -> Any:
+    svc = services(request).reconcile
+    op = await run_in_threadpool(
+        lambda: svc.restore(_LEVELS[body.level], body.uid, caller.actor, body.reason, dry_run=dry_run)
     )
     return _answer(op, dry_run)
 

@@ -23,11 +23,13 @@ from pydicom.valuerep import validate_value
 
 from openpacs.domain import dicom_json as dj
 from openpacs.domain.errors import Conflict, InvalidQuery, NotFound
-from openpacs.domain.qa import Edit, EditKind, Operation, OperationKind, StateChanged
-from openpacs.domain.records import Actor, Issuer, PatientIdentifier
+from openpacs.domain.qa import DELETED, NOTE, REJECTION_CODES, Edit, EditKind, Operation, OperationKind, StateChanged
+from openpacs.domain.records import Actor, Issuer, Origin, PatientIdentifier, StoredInstance
 from openpacs.domain.tags import Level, key, keyword_of, tag_of, vr_of
 from openpacs.ports.blobstore import BlobStore
 from openpacs.ports.index import AuditRecord, ChangeRecord, Index, IndexSession, PatientRow
+from openpacs.services.ingest import IngestService
+from openpacs.services.iocm import rejection_note
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ ISSUER = key("IssuerOfPatientID")
 ISSUER_QUALIFIERS = key("IssuerOfPatientIDQualifiersSequence")
 _NUMERIC = {"IS": int, "US": int, "UL": int, "SS": int, "SL": int, "UV": int, "SV": int, "DS": float, "FL": float,
             "FD": float}  # fmt: skip
+_NOUN = {Level.STUDY: "study", Level.SERIES: "series", Level.IMAGE: "instance", Level.PATIENT: "patient"}
 _LEVEL_NAMES = {Level.PATIENT: "patient", Level.STUDY: "study", Level.SERIES: "series"}
 
 
@@ -100,9 +103,18 @@ def _show(element: dict[str, Any] | None) -> str:
 class ReconcileService:
     """Runs corrections; thread-safe, one transaction per operation."""
 
-    def __init__(self, index: Index, blobs: BlobStore, *, editable: Editable, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        index: Index,
+        blobs: BlobStore,
+        ingest: IngestService,
+        *,
+        editable: Editable,
+        clock: Callable[[], datetime],
+    ) -> None:
         self._index = index
         self._blobs = blobs
+        self._ingest = ingest
         self._editable = editable
         self._clock = clock
 
@@ -284,6 +296,83 @@ class ReconcileService:
 
         return self._run(plan, actor, dry_run)
 
+    def reject(
+        self,
+        level: Level,
+        uid: str,
+        code: str,
+        actor: Actor,
+        reason: str,
+        *,
+        dry_run: bool = False,
+        resolves: Sequence[int] = (),
+    ) -> Operation:
+        """Reject a study, series or instance (IOCM): its instances leave every query and
+        retrieval, and a rejection note (a Key Object Selection titled with *code*) is stored
+        in the study, for peers. Undo shows them again and hides the note."""
+        rejection = REJECTION_CODES.get(code)
+        if rejection is None:
+            raise InvalidQuery(f"rejection code {code!r} is not one of {', '.join(REJECTION_CODES)} (CID 7011)")
+        if not reason.strip():
+            raise InvalidQuery("a reason is required")
+        visible = self._visible(level, uid)
+        note: tuple[str, bytes] | None = None
+        if not dry_run:
+            note = rejection_note(visible, rejection, self._clock())
+            self._ingest.store(note[1], Origin(actor=actor, transport="qa-reject", calling_ae=""))
+
+        def plan(session: IndexSession) -> Operation:
+            edits = self._hide_edits(session, level, uid, None, code, skip=note[0] if note else None)
+            if note is not None:
+                # like dcm4chee's, our rejection notes are for peers, not for clinical users:
+                # hidden in the operation's transaction (undo leaves it: copies may have left)
+                session.set_hidden([note[0]], NOTE, self._clock())
+            summary = self._hide_summary(session, level, uid, edits, "rejected", code)
+            summary["rejection_note"] = note[0] if note else "a Key Object Selection would be stored in the study"
+            params = {"level": str(level), "uid": uid, "code": code}
+            return Operation(OperationKind.REJECT, reason, params, edits, summary)
+
+        try:
+            return self._run(plan, actor, dry_run, resolves)
+        except BaseException:
+            if note is not None:
+                self._withdraw(note[0])
+            raise
+
+    def delete(self, level: Level, uid: str, actor: Actor, reason: str, *, dry_run: bool = False) -> Operation:
+        """Soft-delete a study, series or instance: hidden like a rejection, restorable
+        (``restore`` or undo); the files stay until a purge."""
+        self._visible(level, uid)
+
+        def plan(session: IndexSession) -> Operation:
+            edits = self._hide_edits(session, level, uid, None, DELETED)
+            summary = self._hide_summary(session, level, uid, edits, "deleted", DELETED)
+            return Operation(OperationKind.DELETE, reason, {"level": str(level), "uid": uid}, edits, summary)
+
+        return self._run(plan, actor, dry_run)
+
+    def restore(self, level: Level, uid: str, actor: Actor, reason: str, *, dry_run: bool = False) -> Operation:
+        """Show again the rejected or soft-deleted instances of a study, series or instance.
+        Rejection notes already stored (and perhaps sent to peers) stay: they are listed."""
+
+        def plan(session: IndexSession) -> Operation:
+            states = session.instance_states(level, uid)
+            if not states:
+                raise NotFound(f"no {_NOUN[level]} {uid}")
+            notes = [s.sop_instance_uid for s in states if s.hidden == NOTE]
+            edits = [
+                Edit(EditKind.HIDDEN, {"level": "IMAGE", "uid": s.sop_instance_uid}, s.hidden, None)
+                for s in states
+                if s.hidden not in (None, NOTE)
+            ]
+            if not edits:
+                raise InvalidQuery(f"nothing of {uid} is rejected or deleted")
+            summary = self._hide_summary(session, level, uid, edits, "restored", None)
+            summary["rejection_notes_kept"] = notes
+            return Operation(OperationKind.RESTORE, reason, {"level": str(level), "uid": uid}, edits, summary)
+
+        return self._run(plan, actor, dry_run)
+
     def dismiss_conflicts(
         self, conflicts: Sequence[int], actor: Actor, reason: str, *, dry_run: bool = False
     ) -> Operation:
@@ -334,6 +423,53 @@ class ReconcileService:
             return session.operations(max(1, min(limit, 1000)), before)
 
     # -- planning helpers ------------------------------------------------------------------
+
+    def _visible(self, level: Level, uid: str) -> list[StoredInstance]:
+        with self._index.session() as session:
+            found = session.stored_instances(level, [uid])
+        if not found:
+            raise NotFound(f"no visible {_NOUN[level]} {uid}")
+        return found
+
+    @staticmethod
+    def _hide_edits(
+        session: IndexSession, level: Level, uid: str, old: str | None, new: str, skip: str | None = None
+    ) -> list[Edit]:
+        edits = [
+            Edit(EditKind.HIDDEN, {"level": "IMAGE", "uid": s.sop_instance_uid}, old, new)
+            for s in session.instance_states(level, uid)
+            if s.hidden == old and s.sop_instance_uid != skip
+        ]
+        if not edits:
+            raise NotFound(f"no visible {_NOUN[level]} {uid}")
+        return edits
+
+    @staticmethod
+    def _hide_summary(
+        session: IndexSession, level: Level, uid: str, edits: list[Edit], verb: str, state: str | None
+    ) -> dict[str, Any]:
+        states = {s.sop_instance_uid: s for s in session.instance_states(level, uid)}
+        touched = [states[e.target["uid"]] for e in edits if e.target["uid"] in states]
+        return {
+            "level": str(level),
+            "name": uid,
+            "affected": {
+                "studies": len({s.study_instance_uid for s in touched}),
+                "series": len({s.series_instance_uid for s in touched}),
+                "instances": len(touched),
+            },
+            "changes": [{"object": f"{level}:{uid}", verb: len(touched), "state": state}],
+        }
+
+    def _withdraw(self, sop_instance_uid: str) -> None:
+        """Remove a rejection note whose operation did not commit."""
+        try:
+            now = self._clock()
+            with self._index.session(write=True) as session:
+                removed = session.remove(Level.IMAGE, sop_instance_uid)
+                session.add_pending_deletions([(b, "rejection note withdrawn") for b in removed.blobs], now, now)
+        except Exception:
+            log.exception("could not withdraw rejection note %s", sop_instance_uid)
 
     def _update_level(
         self,
@@ -509,6 +645,11 @@ class ReconcileService:
             if found is None:
                 raise StateChanged(f"identity conflict {target['pk']} no longer exists")
             return None if found[1] is None else "resolved"
+        if edit.kind is EditKind.HIDDEN:
+            states = session.instance_states(Level.IMAGE, target["uid"])
+            if not states:
+                raise StateChanged(f"instance {target['uid']} no longer exists")
+            return states[0].hidden
         if edit.kind is EditKind.STUDY_PATIENT:
             study = session.study(target["uid"])
             if study is None:
@@ -533,6 +674,8 @@ class ReconcileService:
         level = target["level"]
         if edit.kind is EditKind.CONFLICT:
             session.set_conflict_resolved(int(target["pk"]), now if edit.new else None)
+        elif edit.kind is EditKind.HIDDEN:
+            session.set_hidden([target["uid"]], edit.new, now)
         elif edit.kind is EditKind.STUDY_PATIENT:
             study = session.study(target["uid"])
             assert study is not None  # checked
@@ -586,7 +729,10 @@ def _changes(session: IndexSession, operation: Operation) -> Iterable[ChangeReco
         target = edit.target
         if edit.kind is EditKind.CONFLICT:
             continue  # the inbox is not a resource of the change feed
-        if target["level"] == "PATIENT":
+        if edit.kind is EditKind.HIDDEN:
+            change = "instance_hidden" if edit.new is not None else "instance_shown"
+            record = ChangeRecord(change, Level.IMAGE, str(target["uid"]))
+        elif target["level"] == "PATIENT":
             record = ChangeRecord("patient_updated", Level.PATIENT, str(target["pk"]))
         elif target["level"] == "STUDY":
             record = ChangeRecord("study_updated", Level.STUDY, str(target["uid"]))

@@ -12,9 +12,11 @@ from sqlalchemy.engine import Connection
 
 from openpacs.adapters.index import tables as t
 from openpacs.adapters.index.fast import json_value
-from openpacs.adapters.index.removal import recount_patient
+from openpacs.adapters.index.removal import recount_patient, recount_visible
 from openpacs.domain.qa import Edit, Operation, OperationKind
 from openpacs.domain.records import Actor, ActorType, PatientIdentifier
+from openpacs.domain.tags import Level
+from openpacs.ports.index import InstanceState
 
 
 def set_study_patient(connection: Connection, study_pk: int, patient_pk: int, now: datetime) -> None:
@@ -160,3 +162,44 @@ def later_operations(connection: Connection, objects: Sequence[str], after_pk: i
         .order_by(o.c.pk)
     )
     return [int(r[0]) for r in rows]
+
+
+def instance_states(connection: Connection, level: Level, uid: str) -> list[InstanceState]:
+    i, se, st = t.instance, t.series, t.study
+    column = {
+        Level.STUDY: st.c.study_instance_uid,
+        Level.SERIES: se.c.series_instance_uid,
+        Level.IMAGE: i.c.sop_instance_uid,
+    }[level]
+    rows = connection.execute(
+        sa.select(
+            i.c.sop_instance_uid, i.c.sop_class_uid, se.c.series_instance_uid, st.c.study_instance_uid, i.c.rejection
+        )
+        .select_from(i.join(se, se.c.pk == i.c.series_pk).join(st, st.c.pk == se.c.study_pk))
+        .where(column == uid)
+        .order_by(se.c.pk, i.c.instance_number, i.c.pk)
+    )
+    return [InstanceState(*row) for row in rows]
+
+
+def set_hidden(connection: Connection, sop_instance_uids: Sequence[str], state: str | None, now: datetime) -> None:
+    i, se = t.instance, t.series
+    uids = list(sop_instance_uids)
+    study_pks: set[int] = set()
+    for start in range(0, len(uids), 500):
+        chunk = uids[start : start + 500]
+        connection.execute(
+            sa.update(i)
+            .where(i.c.sop_instance_uid.in_(chunk))
+            .values(rejection=state, rejected_at=None if state is None else now)
+        )
+        study_pks.update(
+            r[0]
+            for r in connection.execute(
+                sa.select(se.c.study_pk)
+                .distinct()
+                .select_from(i.join(se, se.c.pk == i.c.series_pk))
+                .where(i.c.sop_instance_uid.in_(chunk))
+            )
+        )
+    recount_visible(connection, study_pks)

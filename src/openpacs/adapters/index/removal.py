@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -76,13 +77,24 @@ def remove(connection: Connection, level: Level, uid: str) -> Removed:
             connection.execute(sa.delete(t.series_request).where(t.series_request.c.series_pk == series_pk))
             connection.execute(sa.delete(se).where(se.c.pk == series_pk))
             removed.series.append(series_uid)
-        else:
-            connection.execute(sa.update(se).where(se.c.pk == series_pk).values(num_instances=count))
     for study_pk in study_pks:
         _recount_study(connection, study_pk, removed)
     for patient_pk in patient_pks:
         recount_patient(connection, patient_pk)
     return removed
+
+
+def recount_visible(connection: Connection, study_pks: Iterable[int]) -> None:
+    """Recompute the aggregates of studies, their series and patients from the visible
+    instances (rejected and soft-deleted ones are not counted)."""
+    patient_pks = set()
+    for study_pk in sorted(set(study_pks)):
+        _recount_study(connection, study_pk, Removed())
+        patient_pks.add(
+            connection.execute(sa.select(t.study.c.patient_pk).where(t.study.c.pk == study_pk)).scalar_one()
+        )
+    for patient_pk in sorted(patient_pks):
+        recount_patient(connection, patient_pk)
 
 
 def _recount_study(connection: Connection, study_pk: int, removed: Removed) -> None:
@@ -95,23 +107,40 @@ def _recount_study(connection: Connection, study_pk: int, removed: Removed) -> N
         connection.execute(sa.delete(st).where(st.c.pk == study_pk))
         removed.studies.append(uid)
         return
+    # the aggregates count what clinical users see: rejected and soft-deleted instances are left out
+    visible = i.c.rejection.is_(None)
+    per_series = connection.execute(
+        sa.select(se.c.pk, sa.func.count(i.c.pk))
+        .select_from(se.outerjoin(i, (i.c.series_pk == se.c.pk) & visible))
+        .where(se.c.study_pk == study_pk)
+        .group_by(se.c.pk)
+    ).all()
+    for series_pk, series_instances in per_series:
+        connection.execute(sa.update(se).where(se.c.pk == series_pk).values(num_instances=series_instances))
     instances = se.join(i, i.c.series_pk == se.c.pk)
     count, size = connection.execute(
         sa.select(sa.func.count(i.c.pk), sa.func.coalesce(sa.func.sum(loc.c.size), 0))
         .select_from(instances.outerjoin(loc, loc.c.instance_pk == i.c.pk))
-        .where(se.c.study_pk == study_pk)
+        .where(se.c.study_pk == study_pk, visible)
     ).one()
     modalities = sorted(
-        {m for (m,) in connection.execute(sa.select(se.c.modality).where(se.c.study_pk == study_pk)) if m}
+        {
+            m
+            for (m,) in connection.execute(
+                sa.select(se.c.modality).where(se.c.study_pk == study_pk, se.c.num_instances > 0)
+            )
+            if m
+        }
     )
     sop_classes = sorted(
         {
             c
             for (c,) in connection.execute(
-                sa.select(i.c.sop_class_uid).select_from(instances).where(se.c.study_pk == study_pk).distinct()
+                sa.select(i.c.sop_class_uid).select_from(instances).where(se.c.study_pk == study_pk, visible).distinct()
             )
         }
     )
+    series_count = sum(1 for _, n in per_series if n)
     connection.execute(
         sa.update(st)
         .where(st.c.pk == study_pk)
@@ -132,7 +161,7 @@ def recount_patient(connection: Connection, patient_pk: int) -> None:
             sa.func.count(st.c.pk),
             sa.func.coalesce(sa.func.sum(st.c.num_series), 0),
             sa.func.coalesce(sa.func.sum(st.c.num_instances), 0),
-        ).where(st.c.patient_pk == patient_pk)
+        ).where(st.c.patient_pk == patient_pk, st.c.num_instances > 0)
     ).one()
     connection.execute(
         sa.update(p).where(p.c.pk == patient_pk).values(num_studies=studies, num_series=series, num_instances=instances)

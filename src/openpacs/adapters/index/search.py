@@ -200,6 +200,16 @@ def _base_select(level: Level) -> sa.Select[Any]:
         columns += [i.c.pk.label("instance_pk"), i.c.header]
         from_ = i.join(se, se.c.pk == i.c.series_pk).join(s, s.c.pk == se.c.study_pk).join(p, p.c.pk == s.c.patient_pk)
     select = sa.select(*columns).select_from(from_).where(p.c.merged_into_pk.is_(None))
+    # rejected and soft-deleted instances are not shown, nor what holds nothing else
+    # (the aggregates count visible instances only)
+    select = select.where(
+        {
+            Level.PATIENT: p.c.num_instances > 0,
+            Level.STUDY: s.c.num_instances > 0,
+            Level.SERIES: se.c.num_instances > 0,
+            Level.IMAGE: i.c.rejection.is_(None),
+        }[level]
+    )
     return select.order_by(_TABLE_OF_LEVEL[level].c.pk)
 
 
@@ -268,8 +278,11 @@ def find_rows(
     yield from islice(filtered, offset, stop)
 
 
-def load_stored_instances(connection: Connection, level: Level, uids: Sequence[str]) -> list[StoredInstance]:
-    """Every instance under the given studies, series or instances, in study/series/instance order."""
+def load_stored_instances(
+    connection: Connection, level: Level, uids: Sequence[str], *, hidden: bool = False
+) -> list[StoredInstance]:
+    """Every visible instance under the given studies, series or instances, in study/series/instance
+    order; with *hidden*, the rejected and soft-deleted ones too (what administrators see)."""
     p, s, se, i, loc = t.patient, t.study, t.series, t.instance, t.location
     column = {
         Level.STUDY: s.c.study_instance_uid,
@@ -315,6 +328,7 @@ def load_stored_instances(connection: Connection, level: Level, uids: Sequence[s
                 .join(p, p.c.pk == s.c.patient_pk)
             )
             .where(column.in_(list(chunk)))
+            .where(sa.true() if hidden else i.c.rejection.is_(None))
             .order_by(s.c.pk, se.c.series_number, se.c.pk, i.c.instance_number, i.c.pk)
         )
         for r in connection.execute(select):

@@ -36,6 +36,7 @@ from openpacs.ports.index import (
     Conflict,
     CountDelta,
     InstanceBrief,
+    InstanceState,
     MatchRow,
     NewInstance,
     PatientRow,
@@ -397,8 +398,8 @@ class SqlIndexSession:
     def find(self, query: Query, *, fold_names: bool, limit: int | None = None, offset: int = 0) -> Iterator[MatchRow]:
         return find_rows(self.connection, self._fast, query, fold_names=fold_names, limit=limit, offset=offset)
 
-    def stored_instances(self, level: Level, uids: Sequence[str]) -> list[StoredInstance]:
-        return load_stored_instances(self.connection, level, uids)
+    def stored_instances(self, level: Level, uids: Sequence[str], *, hidden: bool = False) -> list[StoredInstance]:
+        return load_stored_instances(self.connection, level, uids, hidden=hidden)
 
     def remove(self, level: Level, uid: str) -> Removed:
         return removal.remove(self.connection, level, uid)
@@ -415,6 +416,12 @@ class SqlIndexSession:
         self, patient_pk: int, old: PatientIdentifier | None, new: PatientIdentifier | None, now: datetime
     ) -> None:
         corrections.replace_identifier(self.connection, patient_pk, old, new, now)
+
+    def instance_states(self, level: Level, uid: str) -> list[InstanceState]:
+        return corrections.instance_states(self.connection, level, uid)
+
+    def set_hidden(self, sop_instance_uids: Sequence[str], state: str | None, now: datetime) -> None:
+        corrections.set_hidden(self.connection, sop_instance_uids, state, now)
 
     def study_uids_of(self, patient_pk: int) -> list[str]:
         return corrections.study_uids_of(self.connection, patient_pk)

@@ -138,6 +138,10 @@ instance = sa.Table(
     sa.Column("header", Json, nullable=False),
     # the header's patient/study/series level elements: coercion is decided on these alone
     sa.Column("level_values", Json, nullable=True),
+    # hidden from clinical users: an IOCM rejection code (113001, 113037, 113038, 113039)
+    # or "deleted" (a soft delete); NULL for a visible instance
+    sa.Column("rejection", sa.String(16), nullable=True),
+    sa.Column("rejected_at", Timestamp, nullable=True),
     sa.Column("source_ae_title", sa.String(16), nullable=False, server_default=""),
     sa.Column("received_at", Timestamp, nullable=False),
     sa.Index(None, "series_pk", "instance_number"),

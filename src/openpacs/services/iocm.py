@@ -1,0 +1,104 @@
+"""Rejection notes (IHE RAD TF-1 IOCM; PS3.3 A.35.4 Key Object Selection Document, TID 2010).
+
+A rejection note is a Key Object Selection Document whose title (Concept Name Code
+Sequence) is one of the rejection codes of CID 7011, and which references every rejected
+instance, both in the Current Requested Procedure Evidence Sequence and as content
+items. It is an instance of its own, in a series of its own of the same study, so that
+peers that receive it (C-STORE, STOW-RS) can hide the instances too.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+
+from openpacs.domain import dicom_json as dj
+from openpacs.domain.qa import RejectionCode
+from openpacs.domain.records import StoredInstance
+from openpacs.domain.tags import LEVEL_KEYS, Level
+from openpacs.services.outbound import coerced_header
+
+KOS_SOP_CLASS = UID("1.2.840.10008.5.1.4.1.1.88.59")
+_IMAGE_CLASS_PREFIXES = ("1.2.840.10008.5.1.4.1.1.",)
+_NOT_IMAGES = ("1.2.840.10008.5.1.4.1.1.88.", "1.2.840.10008.5.1.4.1.1.11.", "1.2.840.10008.5.1.4.1.1.66")
+
+
+def _code(value: str, meaning: str, scheme: str = "DCM") -> Dataset:
+    item = Dataset()
+    item.CodeValue = value
+    item.CodingSchemeDesignator = scheme
+    item.CodeMeaning = meaning
+    return item
+
+
+def _is_image(sop_class_uid: str) -> bool:
+    return sop_class_uid.startswith(_IMAGE_CLASS_PREFIXES) and not sop_class_uid.startswith(_NOT_IMAGES)
+
+
+def rejection_note(instances: list[StoredInstance], code: RejectionCode, now: datetime) -> tuple[str, bytes]:
+    """(SOP Instance UID, Part 10 bytes) of a rejection note for *instances* of one study."""
+    first = instances[0]
+    header = coerced_header(first)
+    patient_study = {k: v for k, v in header.items() if k in LEVEL_KEYS[Level.PATIENT] | LEVEL_KEYS[Level.STUDY]}
+    ds = dj.to_dataset(patient_study)
+    sop_uid = generate_uid()
+    ds.SOPClassUID = KOS_SOP_CLASS
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = first.study_instance_uid
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "KO"
+    ds.SeriesNumber = 9999
+    ds.SeriesDescription = "Rejection note"
+    ds.InstanceNumber = 1
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.ContentDate = ds.InstanceCreationDate = now.strftime("%Y%m%d")
+    ds.ContentTime = ds.InstanceCreationTime = now.strftime("%H%M%S")
+    ds.ValueType = "CONTAINER"
+    ds.ContinuityOfContent = "SEPARATE"
+    ds.ConceptNameCodeSequence = Sequence([_code(code.value, code.meaning)])
+    template = Dataset()
+    template.MappingResource = "DCMR"
+    template.TemplateIdentifier = "2010"
+    ds.ContentTemplateSequence = Sequence([template])
+    ds.ReferencedPerformedProcedureStepSequence = Sequence([])
+    ds.Manufacturer = "OpenPACS"
+    # PS3.3 C.17.2: every referenced instance, grouped by series
+    by_series: dict[str, list[StoredInstance]] = {}
+    for instance in instances:
+        by_series.setdefault(instance.series_instance_uid, []).append(instance)
+    study_item = Dataset()
+    study_item.StudyInstanceUID = first.study_instance_uid
+    series_items = []
+    content = []
+    for series_uid, members in by_series.items():
+        series_item = Dataset()
+        series_item.SeriesInstanceUID = series_uid
+        series_item.ReferencedSOPSequence = Sequence([_reference(m) for m in members])
+        series_items.append(series_item)
+        for member in members:
+            item = Dataset()
+            item.RelationshipType = "CONTAINS"
+            item.ValueType = "IMAGE" if _is_image(member.sop_class_uid) else "COMPOSITE"
+            item.ReferencedSOPSequence = Sequence([_reference(member)])
+            content.append(item)
+    study_item.ReferencedSeriesSequence = Sequence(series_items)
+    ds.CurrentRequestedProcedureEvidenceSequence = Sequence([study_item])
+    ds.ContentSequence = Sequence(content)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = KOS_SOP_CLASS
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return sop_uid, buffer.getvalue()
+
+
+def _reference(instance: StoredInstance) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID = instance.sop_class_uid
+    item.ReferencedSOPInstanceUID = instance.sop_instance_uid
+    return item

@@ -39,6 +39,10 @@ class DicomSettings(BaseModel):
         "keep-first",
         description="What a C-STORE of an already stored SOP Instance UID does.",
     )
+    rejected_resend: Literal["refuse", "ignore", "restore"] = Field(
+        "refuse",
+        description="What a store of a rejected or soft-deleted SOP Instance UID does (IOCM).",
+    )
     max_instance_bytes: int = Field(4 * 1024**3, ge=1024, description="Largest instance accepted, in bytes.")
     max_nesting_depth: int = Field(12, ge=1, le=64, description="Deepest sequence nesting accepted in a data set.")
     bulk_data_threshold: int = Field(

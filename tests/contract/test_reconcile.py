@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -386,3 +388,61 @@ def test_rejection_needs_a_known_code_and_something_visible(app: Application) ->
     assert _dump(app) == before
     app.reconcile.reject(Level.IMAGE, f"{series[1]}.2", "113037", ADMIN, "wrong side marker")
     assert _counts(app, study) == (2, 3)
+
+
+@pytest.mark.parametrize("policy", ["refuse", "ignore", "restore"])
+def test_a_rejected_instance_sent_again_follows_the_policy(tmp_path: Path, database_url: str, policy: str) -> None:
+    from openpacs.domain.errors import RejectedInstance
+    from openpacs.domain.tags import Level
+
+    app = application(tmp_path, database_url, dicom={"rejected_resend": policy})
+    try:
+        data = _study(1, "PID1", "DOE^JOHN")
+        app.ingest.store(data, TEST_ORIGIN)
+        uid = "1.2.826.0.1.3680043.10.999.1.1.1"
+        app.reconcile.reject(Level.IMAGE, uid, "113001", ADMIN, "blurred")
+        if policy == "refuse":
+            with pytest.raises(RejectedInstance) as refused:
+                app.ingest.store(data, TEST_ORIGIN)
+            assert refused.value.dimse_status == 0xA771
+        else:
+            app.ingest.store(data, TEST_ORIGIN)
+        study = "1.2.826.0.1.3680043.10.999.1"
+        if policy == "restore":
+            assert [i.sop_instance_uid for i in app.retrieve.instances(study)] == [uid]
+        else:
+            with pytest.raises(NotFound):
+                app.retrieve.instances(study)
+    finally:
+        app.close()
+
+
+def test_a_rejection_note_received_from_a_peer_is_applied_on_arrival(app: Application) -> None:
+    from openpacs.domain.qa import REJECTION_CODES
+    from openpacs.domain.tags import Level
+    from openpacs.services.iocm import rejection_note
+
+    study, series = _two_series_study(app)
+    rejected = app.retrieve.instances(study, series[0])
+    note_uid, note = rejection_note(rejected, REJECTION_CODES["113038"], datetime.now(UTC))
+    app.ingest.store(note, TEST_ORIGIN)  # as a modality or a peer archive sends it
+    assert _counts(app, study) == (1, 2)
+    with app.index.session() as session:
+        states = {s.sop_instance_uid: s.hidden for s in session.instance_states(Level.STUDY, study)}
+    assert states[note_uid] == "rejection-note"
+    assert {states[f"{series[0]}.1"], states[f"{series[0]}.2"]} == {"113038"}
+    (op,) = [o for o in app.reconcile.operations() if o.source == "dicom"]
+    assert op.kind == "reject" and note_uid in op.reason
+    assert op.id is not None
+    app.reconcile.undo(op.id, ADMIN, "the peer was wrong")
+    assert _counts(app, study) == (2, 4)
+    # a note about instances we do not hold is kept (hidden) and changes nothing else
+    strangers = [
+        dataclasses.replace(i, sop_instance_uid=f"1.2.826.0.1.3680043.10.997.{n}") for n, i in enumerate(rejected)
+    ]
+    other_uid, other = rejection_note(strangers, REJECTION_CODES["113001"], datetime.now(UTC))
+    app.ingest.store(other, TEST_ORIGIN)
+    assert _counts(app, study) == (2, 4)
+    with app.index.session() as session:
+        (state,) = session.instance_states(Level.IMAGE, other_uid)
+    assert state.hidden == "rejection-note"

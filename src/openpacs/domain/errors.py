@@ -124,6 +124,16 @@ class Unavailable(OpenPacsError):
     http_status = 503
 
 
+class RejectedInstance(OpenPacsError):
+    """A SOP Instance the archive rejected (IHE IOCM) is sent again and refused.
+
+    Status 0xA771 (Refused: the instance was rejected), as IOCM archives answer it.
+    """
+
+    dimse_status = 0xA771
+    http_status = 409
+
+
 class RequestTooLarge(OpenPacsError):
     """A request body is larger than the configured limit (HTTP 413)."""
 

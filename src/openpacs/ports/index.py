@@ -80,6 +80,7 @@ class InstanceBrief:
     checksum: str
     blob: BlobRef
     transfer_syntax_uid: str
+    hidden: str | None = None  # a rejection code, "deleted" or "rejection-note" (None: visible)
 
 
 @dataclass

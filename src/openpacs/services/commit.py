@@ -52,6 +52,8 @@ class Batch:
     audit: list[AuditRecord] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)
     superseded: list[tuple[BlobRef, str]] = field(default_factory=list)
+    #: work that needs this batch's rows written (a received rejection note hides instances)
+    after_flush: list[Callable[[IndexSession], None]] = field(default_factory=list)
 
     def delta(self, patient_pk: int, study_pk: int, series_pk: int) -> CountDelta:
         """The aggregate changes of a series in this batch."""
@@ -67,6 +69,8 @@ class Batch:
         session.flag_conflicts(self.conflicts, self.now)
         session.add_audit(self.audit)
         session.add_pending_deletions(self.superseded, grace_until, self.now)
+        for work in self.after_flush:
+            work(session)
         session.add_changes(self.changes, self.now)
 
 

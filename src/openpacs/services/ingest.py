@@ -23,15 +23,18 @@ from openpacs.domain.errors import (
     InvalidInstance,
     OpenPacsError,
     OutOfResources,
+    RejectedInstance,
     SopClassMismatch,
 )
 from openpacs.domain.part10 import ParsedInstance, parse_part10
+from openpacs.domain.qa import NOTE, Edit, EditKind, Operation, OperationKind
 from openpacs.domain.records import BlobRef, Origin, StoreOutcome, StoreStatus
 from openpacs.domain.tags import Level, json_key, tag_of
 from openpacs.ports.blobstore import BlobStore, StorageFull
 from openpacs.ports.index import AuditRecord, ChangeRecord, Index, IndexSession, NewInstance
 from openpacs.services.commit import Batch, GroupCommitter
 from openpacs.services.identity import MODALITY, Attacher
+from openpacs.services.iocm import REJECTION_TRANSPORT, referenced_instances, rejection_code
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,7 @@ class IngestPolicy:
     """The receive policy (settings [dicom] and [storage])."""
 
     duplicate_policy: str = "keep-first"
+    rejected_resend: str = "refuse"  # a rejected or soft-deleted SOP Instance UID sent again
     max_instance_bytes: int = 4 * 1024**3
     max_nesting_depth: int = 12
     bulk_data_threshold: int = 1024
@@ -170,6 +174,65 @@ class IngestService:
             )
         return outcome
 
+    def _apply_rejection_note(
+        self, session: IndexSession, batch: Batch, parsed: ParsedInstance, origin: Origin, code: str
+    ) -> None:
+        """A rejection note received from a modality, workstation or peer (IHE IOCM): the
+        instances it references are hidden in the note's own transaction, as an operation
+        (source ``dicom``) that an administrator can see and undo; the note is kept for
+        peers and hidden from clinical users like our own."""
+        note = parsed.sop_instance_uid
+        edits = []
+        for uid in referenced_instances(parsed.header):
+            states = session.instance_states(Level.IMAGE, uid)
+            if states and states[0].hidden is None:
+                edits.append(Edit(EditKind.HIDDEN, {"level": "IMAGE", "uid": uid}, None, code))
+        session.set_hidden([note], NOTE, batch.now)
+        if not edits:
+            log.info("rejection note %s from %s references nothing visible here", note, origin.actor.id)
+            return
+        session.set_hidden([e.target["uid"] for e in edits], code, batch.now)
+        operation = Operation(
+            OperationKind.REJECT,
+            f"rejection note {note} received from {origin.actor.id}",
+            {"level": "IMAGE", "note": note, "code": code},
+            edits,
+            {"level": "IMAGE", "name": note, "affected": {"instances": len(edits)}, "rejection_note": note},
+            source="dicom",
+        )
+        operation.id = session.add_operation(operation, origin.actor, batch.now)
+        batch.changes.extend(ChangeRecord("instance_hidden", Level.IMAGE, e.target["uid"]) for e in edits)
+        batch.audit.append(
+            AuditRecord(
+                batch.now,
+                origin.actor,
+                "qa-reject",
+                "success",
+                [{"level": "IMAGE", "uid": e.target["uid"]} for e in edits[:100]],
+                {"operation": operation.id, "rejection_note": note, "code": code, "transport": origin.transport},
+            )
+        )
+        log.info("rejection note %s (%s) from %s hid %d instances", note, code, origin.actor.id, len(edits))
+
+    def _resent_hidden(
+        self, session: IndexSession, batch: Batch, parsed: ParsedInstance, origin: Origin, state: str
+    ) -> StoreOutcome:
+        """A rejected or soft-deleted instance sent again (IHE IOCM): ``dicom.rejected_resend``
+        refuses it (0xA771), ignores it (success, nothing changes) or shows the stored copy again."""
+        sop_uid, study_uid = parsed.sop_instance_uid, parsed.study_instance_uid
+        policy = self._policy.rejected_resend
+        if policy == "refuse":
+            self._audit(batch, parsed, origin, "rejected-resend-refused")
+            refused = RejectedInstance(f"SOP Instance {sop_uid} was rejected ({state}); it is not taken again")
+            return StoreOutcome(StoreStatus.REJECTED, sop_uid, study_uid, error=refused)
+        if policy == "restore":
+            session.set_hidden([sop_uid], None, batch.now)
+            batch.changes.append(ChangeRecord("instance_shown", Level.IMAGE, sop_uid))
+            self._audit(batch, parsed, origin, "rejected-resend-restored")
+            return StoreOutcome(StoreStatus.DUPLICATE, sop_uid, study_uid, warning=f"restored (was {state})")
+        self._audit(batch, parsed, origin, "rejected-resend-ignored")
+        return StoreOutcome(StoreStatus.DUPLICATE, sop_uid, study_uid)
+
     def _discard(self, write: Future[None], key: str) -> None:
         """Remove a blob no transaction refers to (its write may still be running)."""
         try:
@@ -242,6 +305,8 @@ class IngestService:
         sop_uid = parsed.sop_instance_uid
         earlier = next((row for row in batch.instances if row.sop_instance_uid == sop_uid), None)
         existing = None if earlier is not None else session.instance_brief(sop_uid)
+        if existing is not None and existing.hidden is not None and existing.hidden != NOTE:
+            return self._resent_hidden(session, batch, parsed, origin, existing.hidden)
         if earlier is not None or existing is not None:
             if self._policy.duplicate_policy == "reject":
                 self._audit(batch, parsed, origin, "duplicate-rejected")
@@ -312,6 +377,10 @@ class IngestService:
         if attachment.new_series:
             batch.changes.append(ChangeRecord("series_created", Level.SERIES, parsed.series_instance_uid))
         batch.changes.append(ChangeRecord("instance_stored", Level.IMAGE, sop_uid))
+        # our own notes (qa reject) are applied by the operation that writes them
+        code = None if origin.transport == REJECTION_TRANSPORT else rejection_code(parsed.sop_class_uid, parsed.header)
+        if code is not None:
+            batch.after_flush.append(lambda s: self._apply_rejection_note(s, batch, parsed, origin, code))
         outcome = "success-identity-conflict" if attachment.conflicts else "success"
         self._audit(batch, parsed, origin, outcome)
         return StoreOutcome(

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import io
 from datetime import datetime
+from typing import Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from openpacs.domain import dicom_json as dj
-from openpacs.domain.qa import RejectionCode
+from openpacs.domain.qa import REJECTION_CODES, RejectionCode
 from openpacs.domain.records import StoredInstance
 from openpacs.domain.tags import LEVEL_KEYS, Level
 from openpacs.services.outbound import coerced_header
 
+#: the transport of the rejection notes our own operations store
+REJECTION_TRANSPORT = "qa-reject"
 KOS_SOP_CLASS = UID("1.2.840.10008.5.1.4.1.1.88.59")
 _IMAGE_CLASS_PREFIXES = ("1.2.840.10008.5.1.4.1.1.",)
 _NOT_IMAGES = ("1.2.840.10008.5.1.4.1.1.88.", "1.2.840.10008.5.1.4.1.1.11.", "1.2.840.10008.5.1.4.1.1.66")
@@ -102,3 +105,28 @@ def _reference(instance: StoredInstance) -> Dataset:
     item.ReferencedSOPClassUID = instance.sop_class_uid
     item.ReferencedSOPInstanceUID = instance.sop_instance_uid
     return item
+
+
+def rejection_code(sop_class_uid: str, header: dict[str, Any]) -> str | None:
+    """The code of a rejection note (a Key Object Selection titled with a CID 7011 code), else None."""
+    if sop_class_uid != KOS_SOP_CLASS:
+        return None
+    titles = dj.items(header, "0040A043")  # Concept Name Code Sequence
+    if not titles:
+        return None
+    code = dj.text(titles[0], "00080100")  # Code Value
+    scheme = dj.text(titles[0], "00080102")  # Coding Scheme Designator
+    return code if code in REJECTION_CODES and scheme == "DCM" else None
+
+
+def referenced_instances(header: dict[str, Any]) -> list[str]:
+    """The SOP Instance UIDs a Key Object Selection references (Current Requested Procedure
+    Evidence Sequence, PS3.3 C.17.2.1)."""
+    uids = []
+    for study in dj.items(header, "0040A375"):
+        for series in dj.items(study, "00081115"):
+            for sop in dj.items(series, "00081199"):
+                uid = dj.text(sop, "00081155")
+                if uid:
+                    uids.append(uid)
+    return uids

@@ -29,7 +29,7 @@ from openpacs.domain.tags import Level, key, keyword_of, tag_of, vr_of
 from openpacs.ports.blobstore import BlobStore
 from openpacs.ports.index import AuditRecord, ChangeRecord, Index, IndexSession, PatientRow
 from openpacs.services.ingest import IngestService
-from openpacs.services.iocm import rejection_note
+from openpacs.services.iocm import REJECTION_TRANSPORT, rejection_note
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +319,7 @@ class ReconcileService:
         note: tuple[str, bytes] | None = None
         if not dry_run:
             note = rejection_note(visible, rejection, self._clock())
-            self._ingest.store(note[1], Origin(actor=actor, transport="qa-reject", calling_ae=""))
+            self._ingest.store(note[1], Origin(actor=actor, transport=REJECTION_TRANSPORT, calling_ae=""))
 
         def plan(session: IndexSession) -> Operation:
             edits = self._hide_edits(session, level, uid, None, code, skip=note[0] if note else None)

@@ -76,6 +76,7 @@ class SqlIndexSession:
             checksum=row.checksum,
             blob=BlobRef(row.store, row.key, row.size),
             transfer_syntax_uid=row.transfer_syntax_uid,
+            hidden=row.rejection,
         )
 
     def study(self, uid: str) -> StudyRow | None:

@@ -16,7 +16,16 @@ from openpacs.adapters.index import tables as t
 _i, _loc, _p, _pi, _st, _se = t.instance, t.location, t.patient, t.patient_identifier, t.study, t.series
 
 INSTANCE_BRIEF = (
-    sa.select(_i.c.pk, _i.c.series_pk, _i.c.transfer_syntax_uid, _loc.c.store, _loc.c.key, _loc.c.size, _loc.c.checksum)
+    sa.select(
+        _i.c.pk,
+        _i.c.series_pk,
+        _i.c.transfer_syntax_uid,
+        _i.c.rejection,
+        _loc.c.store,
+        _loc.c.key,
+        _loc.c.size,
+        _loc.c.checksum,
+    )
     .join(_loc, _loc.c.instance_pk == _i.c.pk)
     .where(_i.c.sop_instance_uid == bindparam("b_uid"))
     .limit(1)

@@ -72,6 +72,11 @@ if ! command -v storescu >/dev/null || ! command -v findscu >/dev/null; then
   apt_install dcmtk
 fi
 
+# -- dicom3tools (dciodvfy checks the objects corrections send out) ----------------------
+if ! command -v dciodvfy >/dev/null; then
+  apt_install dicom3tools
+fi
+
 # -- PostgreSQL on 127.0.0.1:5432 --------------------------------------------------------
 pg_up() { "$venv/bin/python" - <<'PY'
 import socket, sys

@@ -11,7 +11,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from openpacs.adapters.index.engine import SqlIndex
@@ -158,6 +158,8 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
                 tuple(settings.qa.series_attributes),
             ),
             clock=utcnow,
+            purge_after=timedelta(days=settings.qa.purge_after_days),
+            deletion_grace=timedelta(seconds=settings.storage.deletion_grace_seconds),
         ),
     )
 

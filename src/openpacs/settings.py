@@ -132,6 +132,11 @@ class QaSettings(BaseModel):
         ],
         description="Keywords update-study may change.",
     )
+    purge_after_days: float = Field(
+        30.0,
+        ge=0,
+        description="Days a rejected or soft-deleted instance stays restorable before qa purge may remove it.",
+    )
     series_attributes: list[str] = Field(
         ["SeriesDescription", "BodyPartExamined", "SeriesNumber", "Laterality", "ProtocolName"],
         description="Keywords update-series may change.",

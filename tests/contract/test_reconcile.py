@@ -446,3 +446,37 @@ def test_a_rejection_note_received_from_a_peer_is_applied_on_arrival(app: Applic
     with app.index.session() as session:
         (state,) = session.instance_states(Level.IMAGE, other_uid)
     assert state.hidden == "rejection-note"
+
+
+def test_purge_removes_what_was_hidden_long_enough_and_is_final(tmp_path: Path, database_url: str) -> None:
+    from openpacs.domain.tags import Level
+
+    app = application(tmp_path, database_url, qa={"purge_after_days": 0})
+    try:
+        study, series = _two_series_study(app)
+        deleted = app.reconcile.delete(Level.SERIES, series[0], ADMIN, "test images")
+        preview = app.reconcile.purge(ADMIN, "monthly", dry_run=True)
+        assert preview.summary["affected"]["instances"] == 2 and preview.id is None
+        assert len(app.reconcile.hidden(Level.STUDY, study)) == 2
+        done = app.reconcile.purge(ADMIN, "monthly")
+        assert done.summary["affected"] == {"studies": 1, "series": 1, "instances": 2}
+        assert app.reconcile.hidden(Level.STUDY, study) == []
+        assert _counts(app, study) == (1, 2)
+        assert done.id is not None and deleted.id is not None
+        with pytest.raises(Conflict, match="purge"):
+            app.reconcile.undo(done.id, ADMIN, "oops")
+        with pytest.raises(StateChanged, match="no longer exists"):
+            app.reconcile.undo(deleted.id, ADMIN, "too late")
+    finally:
+        app.close()
+
+
+def test_purge_keeps_what_is_still_restorable(app: Application) -> None:
+    from openpacs.domain.tags import Level
+
+    study, series = _two_series_study(app)
+    app.reconcile.delete(Level.SERIES, series[0], ADMIN, "test images")
+    app.reconcile.reject(Level.IMAGE, f"{series[1]}.1", "113039", ADMIN, "retention expired")
+    done = app.reconcile.purge(ADMIN, "monthly")  # 30 days by default: only the 113039 one goes
+    assert [p["sop_instance_uid"] for p in done.summary["purged"]] == [f"{series[1]}.1"]
+    assert {h["hidden"] for h in app.reconcile.hidden(Level.STUDY, study)} == {"deleted", "rejection-note"}

@@ -159,9 +159,49 @@ def test_rejected_study_leaves_findscu_getscu_and_qido_and_undo_brings_it_back(
             "/api/qa/reject", json={"level": "study", "uid": study, "code": "12345", "reason": "x"}, headers=admin
         )
         assert bad.status_code == 400
+        shown = http.get("/api/qa/hidden", params={"uid": study}, headers=admin).json()
+        assert {(h["sop_instance_uid"], h["hidden"]) for h in shown if h["hidden"] == "113037"} == {
+            (original.SOPInstanceUID, "113037")
+        }
+        assert any(h["hidden"] == "rejection-note" for h in shown)
+        listed = server.cli("qa", "hidden", study).stdout
+        assert "113037" in listed and "Patient Safety" in listed
+        viewer = accounts_of(server)["viewer"].bearer
+        assert http.get("/api/qa/hidden", params={"uid": study}, headers=viewer).status_code == 403
         restored = http.post(
             "/api/qa/undo", json={"operation": op["id"], "reason": "it was the right patient"}, headers=admin
         )
         assert restored.status_code == 200, restored.text
     assert study in _find_names(server, patient)
     assert len(client.search_for_studies(search_filters={"StudyInstanceUID": study})) == 1
+
+
+def test_a_study_moved_while_it_is_being_received_keeps_every_instance(server: ServerProcess, tmp_path: Path) -> None:
+    """Instances that arrive after a move follow it: none is lost or left under the old patient."""
+    import subprocess
+
+    from conftest import dcmtk_tool
+    from corpus import generate
+
+    paths = generate("small", tmp_path / "study", 300, seed=7, per_series=150)
+    first = pydicom.dcmread(paths[0], stop_before_pixels=True)
+    study, source = str(first.StudyInstanceUID), str(first.PatientID)
+    target = f"QM{generate_uid()[-8:]}"
+    _store(server, tmp_path, target, "TARGET^TINA")
+    run_dcmtk("storescu", "-aec", server.ae_title, "127.0.0.1", str(server.dicom_port), str(paths[0]))
+    sender = subprocess.Popen(
+        [dcmtk_tool("storescu"), "-aec", server.ae_title, "127.0.0.1", str(server.dicom_port), *map(str, paths[1:])],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
+    )
+    _qa(server, "move-study", study, "--to-patient", target, "--reason", "sent under the wrong patient")
+    _, err = sender.communicate(timeout=120)
+    assert sender.returncode == 0, err.decode()[-500:]
+    client = dicomweb(server, accounts_of(server)["viewer"])
+    (found,) = client.search_for_studies(
+        search_filters={"StudyInstanceUID": study}, fields=["PatientID", "NumberOfStudyRelatedInstances"]
+    )
+    assert found["00100020"]["Value"] == [target]
+    assert found["00201208"]["Value"] == [300]
+    assert client.search_for_studies(search_filters={"PatientID": source}) == []

@@ -32,6 +32,7 @@ QA_OPERATIONS = (
     "reject",
     "delete",
     "restore",
+    "purge",
     "undo",
 )
 RULES: dict[tuple[str, str], str | set[str]] = {
@@ -48,6 +49,7 @@ RULES: dict[tuple[str, str], str | set[str]] = {
     **{("post", f"/api/qa/{name}"): ADMIN for name in QA_OPERATIONS},
     ("get", "/api/qa/operations"): ADMIN,
     ("get", "/api/qa/inbox"): ADMIN,
+    ("get", "/api/qa/hidden"): ADMIN,
     ("get", "/api/qa/operations/{operation_id}"): ADMIN,
     ("get", "/api/users"): ADMIN,
     ("post", "/api/users"): ADMIN,

@@ -266,6 +266,48 @@ def restore(
         _LEVELS[level], uid, cli_actor(), reason, dry_run=dry_run))  # fmt: skip
 
 
+@qa_app.command("purge")
+def purge(
+    reason: Reason,
+    dry_run: DryRun = False,
+    as_json: JsonOut = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Remove for good the instances rejected or deleted longer than qa.purge_after_days ago
+    (113039 at once); their files go after storage.deletion_grace_seconds. Final: no undo."""
+    _run(config, data_dir, database_url, as_json, dry_run, lambda a: a.reconcile.purge(
+        cli_actor(), reason, dry_run=dry_run))  # fmt: skip
+
+
+@qa_app.command("hidden")
+def hidden(
+    uid: Annotated[str, typer.Argument(help="Study, Series or SOP Instance UID.")],
+    level: LevelOption = Target.STUDY,
+    as_json: JsonOut = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """What clinical users do not see of a study, series or instance, and why."""
+    application = application_from(config, data_dir, database_url)
+    try:
+        entries = application.reconcile.hidden(_LEVELS[level], uid)
+    except OpenPacsError as exc:
+        err.print(f"[red]error:[/red] {exc.reason}")
+        raise typer.Exit(1) from exc
+    finally:
+        application.close()
+    if as_json:
+        print(json.dumps(entries, indent=2))
+        return
+    table = Table("SOP Instance UID", "series", "hidden", "meaning")
+    for entry in entries:
+        table.add_row(entry["sop_instance_uid"], entry["series_instance_uid"], entry["hidden"], entry["meaning"])
+    console.print(table)
+
+
 @qa_app.command("dismiss-conflict")
 def dismiss_conflict(
     conflicts: Annotated[list[int], typer.Argument(help="Ids of inbox conflicts (qa inbox).")],

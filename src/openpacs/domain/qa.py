@@ -36,6 +36,7 @@ class OperationKind(StrEnum):
     REJECT = "reject"
     RESTORE = "restore"
     DELETE = "delete"
+    PURGE = "purge"
     UNDO = "undo"
 
 
@@ -66,7 +67,9 @@ REJECTION_CODES: dict[str, RejectionCode] = {
             "113037", "Rejected for Patient Safety Reasons", "hidden from queries and retrievals; never shown"
         ),
         RejectionCode("113038", "Incorrect Modality Worklist Entry", "hidden from queries and retrievals; never shown"),
-        RejectionCode("113039", "Data Retention Policy Expired", "hidden from queries and retrievals (purge to come)"),
+        RejectionCode(
+            "113039", "Data Retention Policy Expired", "hidden from queries and retrievals; removed by the next purge"
+        ),
     )
 }
 DELETED = "deleted"  # the hidden state of a soft delete (restorable until purged)

@@ -196,6 +196,17 @@ async def restore(body: Hide, request: Request, caller: Corrector, dry_run: DryR
     return _answer(op, dry_run)
 
 
+class Purge(BaseModel):
+    reason: str = _REASON
+
+
+@router.post("/purge", summary="Remove for good what was hidden longer than qa.purge_after_days (final)")
+async def purge(body: Purge, request: Request, caller: Corrector, dry_run: DryRun = False) -> Any:
+    svc = services(request).reconcile
+    op = await run_in_threadpool(lambda: svc.purge(caller.actor, body.reason, dry_run=dry_run))
+    return _answer(op, dry_run)
+
+
 @router.post("/dismiss-conflict", summary="Close inbox conflicts that need no correction")
 async def dismiss_conflict(body: DismissConflict, request: Request, caller: Corrector, dry_run: DryRun = False) -> Any:
     svc = services(request).reconcile
@@ -203,6 +214,16 @@ async def dismiss_conflict(body: DismissConflict, request: Request, caller: Corr
         lambda: svc.dismiss_conflicts(body.conflicts, caller.actor, body.reason, dry_run=dry_run)
     )
     return _answer(op, dry_run)
+
+
+@router.get("/hidden", summary="Rejected, deleted and rejection-note instances of a study, series or instance")
+async def hidden(
+    request: Request,
+    caller: Corrector,
+    uid: Annotated[str, Query(min_length=1, max_length=64, pattern=r"^[0-9]+(\.[0-9]+)*$")],
+    level: Annotated[Literal["study", "series", "instance"], Query()] = "study",
+) -> list[dict[str, Any]]:
+    return await run_in_threadpool(services(request).reconcile.hidden, _LEVELS[level], uid)
 
 
 @router.get("/inbox", summary="The reconciliation inbox: open identity conflicts")

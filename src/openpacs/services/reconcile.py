@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -111,7 +111,11 @@ class ReconcileService:
         *,
         editable: Editable,
         clock: Callable[[], datetime],
+        purge_after: timedelta = timedelta(days=30),
+        deletion_grace: timedelta = timedelta(seconds=60),
     ) -> None:
+        self._purge_after = purge_after
+        self._deletion_grace = deletion_grace
         self._index = index
         self._blobs = blobs
         self._ingest = ingest
@@ -275,6 +279,8 @@ class ReconcileService:
             original = session.operation(operation_id)
             if original is None:
                 raise NotFound(f"no operation {operation_id}")
+            if original.kind is OperationKind.PURGE:
+                raise Conflict(f"operation {operation_id} is a purge: what it removed is gone for good")
             if original.undone_by is not None:
                 raise Conflict(f"operation {operation_id} was already undone by operation {original.undone_by}")
             if original.source == "hl7" and not override:
@@ -385,6 +391,68 @@ class ReconcileService:
             return Operation(OperationKind.DISMISS_CONFLICT, reason, {"conflicts": list(conflicts)}, [], summary)
 
         return self._run(plan, actor, dry_run, conflicts)
+
+    def purge(self, actor: Actor, reason: str, *, dry_run: bool = False, limit: int = 100_000) -> Operation:
+        """Remove for good the rejected and soft-deleted instances hidden for longer than
+        ``qa.purge_after_days`` (113039, Data Retention Policy Expired, at once): their index
+        rows go now, their files after ``storage.deletion_grace_seconds``. Final: no undo."""
+        if not reason.strip():
+            raise InvalidQuery("a reason is required")
+        now = self._clock()
+        with self._index.session(write=not dry_run) as session:
+            due = session.hidden_before(
+                [c for c in REJECTION_CODES if c != "113039"] + [DELETED], now - self._purge_after, limit
+            )
+            due += session.hidden_before(["113039"], now, limit)
+            summary: dict[str, Any] = {
+                "level": "IMAGE",
+                "name": f"{len(due)} instances",
+                "affected": {
+                    "studies": len({s.study_instance_uid for s in due}),
+                    "series": len({s.series_instance_uid for s in due}),
+                    "instances": len(due),
+                },
+                "purged": [{"sop_instance_uid": s.sop_instance_uid, "hidden": s.hidden} for s in due[:1000]],
+            }
+            operation = Operation(
+                OperationKind.PURGE, reason, {"purge_after_days": self._purge_after.days}, [], summary
+            )
+            if dry_run:
+                return operation
+            blobs = []
+            for state in due:
+                removed = session.remove(Level.IMAGE, state.sop_instance_uid)
+                blobs.extend(removed.blobs)
+            session.add_pending_deletions([(b, "purged") for b in blobs], now + self._deletion_grace, now)
+            operation.id = session.add_operation(operation, actor, now)
+            operation.actor, operation.created_at = actor, now
+            session.add_changes([ChangeRecord("instance_deleted", Level.IMAGE, s.sop_instance_uid) for s in due], now)
+            record = self._audit(operation, actor, now)
+            record.resources.extend({"level": "IMAGE", "uid": s.sop_instance_uid} for s in due[:100])
+            session.add_audit([record])
+            self._journal(operation, now)
+        log.info("purge %d by %s removed %d instances: %s", operation.id, actor.id, len(due), reason)
+        return operation
+
+    def hidden(self, level: Level, uid: str) -> list[dict[str, Any]]:
+        """What administrators see and clinical users do not: the hidden instances of a study,
+        series or instance, with why (a rejection code, "deleted", or "rejection-note")."""
+        with self._index.session() as session:
+            states = session.instance_states(level, uid)
+        if not states:
+            raise NotFound(f"no {_NOUN[level]} {uid}")
+        return [
+            {
+                "sop_instance_uid": s.sop_instance_uid,
+                "sop_class_uid": s.sop_class_uid,
+                "series_instance_uid": s.series_instance_uid,
+                "study_instance_uid": s.study_instance_uid,
+                "hidden": s.hidden,
+                "meaning": REJECTION_CODES[s.hidden].meaning if s.hidden in REJECTION_CODES else s.hidden,
+            }
+            for s in states
+            if s.hidden is not None
+        ]
 
     def inbox(self) -> list[dict[str, Any]]:
         """The open identity conflicts flagged at ingest, each with its patient spelled out."""

@@ -203,3 +203,17 @@ def set_hidden(connection: Connection, sop_instance_uids: Sequence[str], state: 
             )
         )
     recount_visible(connection, study_pks)
+
+
+def hidden_before(connection: Connection, states: Sequence[str], before: datetime, limit: int) -> list[InstanceState]:
+    i, se, st = t.instance, t.series, t.study
+    rows = connection.execute(
+        sa.select(
+            i.c.sop_instance_uid, i.c.sop_class_uid, se.c.series_instance_uid, st.c.study_instance_uid, i.c.rejection
+        )
+        .select_from(i.join(se, se.c.pk == i.c.series_pk).join(st, st.c.pk == se.c.study_pk))
+        .where(i.c.rejection.in_(list(states)), i.c.rejected_at < before)
+        .order_by(i.c.rejected_at, i.c.pk)
+        .limit(limit)
+    )
+    return [InstanceState(*row) for row in rows]

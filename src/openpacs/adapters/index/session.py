@@ -421,6 +421,9 @@ class SqlIndexSession:
     def instance_states(self, level: Level, uid: str) -> list[InstanceState]:
         return corrections.instance_states(self.connection, level, uid)
 
+    def hidden_before(self, states: Sequence[str], before: datetime, limit: int) -> list[InstanceState]:
+        return corrections.hidden_before(self.connection, states, before, limit)
+
     def set_hidden(self, sop_instance_uids: Sequence[str], state: str | None, now: datetime) -> None:
         corrections.set_hidden(self.connection, sop_instance_uids, state, now)
 

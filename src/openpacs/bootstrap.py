@@ -98,6 +98,7 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
         IngestPolicy(
             duplicate_policy=settings.dicom.duplicate_policy,
             rejected_resend=settings.dicom.rejected_resend,
+            rejected_resend_by_code={str(k): str(v) for k, v in settings.dicom.rejected_resend_by_code.items()},
             max_instance_bytes=settings.dicom.max_instance_bytes,
             max_nesting_depth=settings.dicom.max_nesting_depth,
             bulk_data_threshold=settings.dicom.bulk_data_threshold,

@@ -43,6 +43,12 @@ class DicomSettings(BaseModel):
         "refuse",
         description="What a store of a rejected or soft-deleted SOP Instance UID does (IOCM).",
     )
+    rejected_resend_by_code: dict[
+        Literal["113001", "113037", "113038", "113039", "deleted"], Literal["refuse", "ignore", "restore"]
+    ] = Field(
+        default_factory=dict,
+        description="rejected_resend for one rejection code (or deleted), e.g. {113001 = 'restore'}.",
+    )
     max_instance_bytes: int = Field(4 * 1024**3, ge=1024, description="Largest instance accepted, in bytes.")
     max_nesting_depth: int = Field(12, ge=1, le=64, description="Deepest sequence nesting accepted in a data set.")
     bulk_data_threshold: int = Field(

@@ -480,3 +480,22 @@ def test_purge_keeps_what_is_still_restorable(app: Application) -> None:
     done = app.reconcile.purge(ADMIN, "monthly")  # 30 days by default: only the 113039 one goes
     assert [p["sop_instance_uid"] for p in done.summary["purged"]] == [f"{series[1]}.1"]
     assert {h["hidden"] for h in app.reconcile.hidden(Level.STUDY, study)} == {"deleted", "rejection-note"}
+
+
+def test_the_resend_policy_can_differ_per_code(tmp_path: Path, database_url: str) -> None:
+    from openpacs.domain.errors import RejectedInstance
+    from openpacs.domain.tags import Level
+
+    app = application(tmp_path, database_url, dicom={"rejected_resend_by_code": {"113001": "restore"}})
+    try:
+        first, second = _study(1, "PID1", "DOE^JOHN"), _study(2, "PID1", "DOE^JOHN")
+        app.ingest.store(first, TEST_ORIGIN)
+        app.ingest.store(second, TEST_ORIGIN)
+        app.reconcile.reject(Level.STUDY, "1.2.826.0.1.3680043.10.999.1", "113001", ADMIN, "blurred")
+        app.reconcile.reject(Level.STUDY, "1.2.826.0.1.3680043.10.999.2", "113037", ADMIN, "wrong patient")
+        app.ingest.store(first, TEST_ORIGIN)  # quality: taken back
+        assert len(app.retrieve.instances("1.2.826.0.1.3680043.10.999.1")) == 1
+        with pytest.raises(RejectedInstance):
+            app.ingest.store(second, TEST_ORIGIN)  # safety: refused (the default)
+    finally:
+        app.close()

@@ -13,7 +13,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from openpacs.domain import dicom_json as dj
@@ -49,6 +49,7 @@ class IngestPolicy:
 
     duplicate_policy: str = "keep-first"
     rejected_resend: str = "refuse"  # a rejected or soft-deleted SOP Instance UID sent again
+    rejected_resend_by_code: dict[str, str] = field(default_factory=dict)  # per code (or "deleted")
     max_instance_bytes: int = 4 * 1024**3
     max_nesting_depth: int = 12
     bulk_data_threshold: int = 1024
@@ -220,7 +221,7 @@ class IngestService:
         """A rejected or soft-deleted instance sent again (IHE IOCM): ``dicom.rejected_resend``
         refuses it (0xA771), ignores it (success, nothing changes) or shows the stored copy again."""
         sop_uid, study_uid = parsed.sop_instance_uid, parsed.study_instance_uid
-        policy = self._policy.rejected_resend
+        policy = self._policy.rejected_resend_by_code.get(state, self._policy.rejected_resend)
         if policy == "refuse":
             self._audit(batch, parsed, origin, "rejected-resend-refused")
             refused = RejectedInstance(f"SOP Instance {sop_uid} was rejected ({state}); it is not taken again")

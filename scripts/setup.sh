@@ -2,7 +2,7 @@
 # Set up everything OpenPACS needs on this machine, idempotently:
 #   scripts/setup.sh serve   Python virtual environment with OpenPACS, and the OHIF viewer
 #                            (npm package @ohif/app, prebuilt) unpacked into a cache
-#   scripts/setup.sh test    the same plus the real parts the tests use: DCMTK, Chromium, a
+#   scripts/setup.sh test    the same plus the real parts the tests use: DCMTK, dicom3tools, Chromium, a
 #                            running PostgreSQL on 127.0.0.1:5432 (started from Debian's
 #                            packages when none runs). Debian packages are installed when run
 #                            as root.

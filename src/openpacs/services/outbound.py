@@ -225,7 +225,7 @@ class PartService:
         target = tsx.choose(instance.transfer_syntax_uid, accepted)
         if target is None:
             raise CannotEncode(f"{instance.transfer_syntax_uid} cannot be sent as {', '.join(accepted)} without loss")
-        if target == instance.transfer_syntax_uid and not coercion_changes(instance):
+        if self.stored_size(instance, accepted) is not None:
             return target, self._chunks(instance.blob.key)
         syntax, data = self._outbound.encode(instance, (target,))
         meta = encode_file_meta(syntax, instance.sop_class_uid, instance.sop_instance_uid, "")

@@ -27,7 +27,7 @@ from openpacs.domain.qa import DELETED, NOTE, REJECTION_CODES, Edit, EditKind, O
 from openpacs.domain.records import Actor, Issuer, Origin, PatientIdentifier, StoredInstance
 from openpacs.domain.tags import Level, key, keyword_of, tag_of, vr_of
 from openpacs.ports.blobstore import BlobStore
-from openpacs.ports.index import AuditRecord, ChangeRecord, Index, IndexSession, PatientRow
+from openpacs.ports.index import AuditRecord, ChangeRecord, Index, IndexSession, InstanceState, PatientRow
 from openpacs.services.ingest import IngestService
 from openpacs.services.iocm import REJECTION_TRANSPORT, rejection_note
 
@@ -328,12 +328,13 @@ class ReconcileService:
             self._ingest.store(note[1], Origin(actor=actor, transport=REJECTION_TRANSPORT, calling_ae=""))
 
         def plan(session: IndexSession) -> Operation:
-            edits = self._hide_edits(session, level, uid, None, code, skip=note[0] if note else None)
+            states = session.instance_states(level, uid)
+            edits = self._hide_edits(states, level, uid, None, code, skip=note[0] if note else None)
             if note is not None:
                 # like dcm4chee's, our rejection notes are for peers, not for clinical users:
                 # hidden in the operation's transaction (undo leaves it: copies may have left)
                 session.set_hidden([note[0]], NOTE, self._clock())
-            summary = self._hide_summary(session, level, uid, edits, "rejected", code)
+            summary = self._hide_summary(states, level, uid, edits, "rejected", code)
             summary["rejection_note"] = note[0] if note else "a Key Object Selection would be stored in the study"
             params = {"level": str(level), "uid": uid, "code": code}
             return Operation(OperationKind.REJECT, reason, params, edits, summary)
@@ -351,8 +352,9 @@ class ReconcileService:
         self._visible(level, uid)
 
         def plan(session: IndexSession) -> Operation:
-            edits = self._hide_edits(session, level, uid, None, DELETED)
-            summary = self._hide_summary(session, level, uid, edits, "deleted", DELETED)
+            states = session.instance_states(level, uid)
+            edits = self._hide_edits(states, level, uid, None, DELETED)
+            summary = self._hide_summary(states, level, uid, edits, "deleted", DELETED)
             return Operation(OperationKind.DELETE, reason, {"level": str(level), "uid": uid}, edits, summary)
 
         return self._run(plan, actor, dry_run)
@@ -373,7 +375,7 @@ class ReconcileService:
             ]
             if not edits:
                 raise InvalidQuery(f"nothing of {uid} is rejected or deleted")
-            summary = self._hide_summary(session, level, uid, edits, "restored", None)
+            summary = self._hide_summary(states, level, uid, edits, "restored", None)
             summary["rejection_notes_kept"] = notes
             return Operation(OperationKind.RESTORE, reason, {"level": str(level), "uid": uid}, edits, summary)
 
@@ -501,11 +503,11 @@ class ReconcileService:
 
     @staticmethod
     def _hide_edits(
-        session: IndexSession, level: Level, uid: str, old: str | None, new: str, skip: str | None = None
+        states: list[InstanceState], level: Level, uid: str, old: str | None, new: str, skip: str | None = None
     ) -> list[Edit]:
         edits = [
             Edit(EditKind.HIDDEN, {"level": "IMAGE", "uid": s.sop_instance_uid}, old, new)
-            for s in session.instance_states(level, uid)
+            for s in states
             if s.hidden == old and s.sop_instance_uid != skip
         ]
         if not edits:
@@ -514,10 +516,10 @@ class ReconcileService:
 
     @staticmethod
     def _hide_summary(
-        session: IndexSession, level: Level, uid: str, edits: list[Edit], verb: str, state: str | None
+        states: list[InstanceState], level: Level, uid: str, edits: list[Edit], verb: str, state: str | None
     ) -> dict[str, Any]:
-        states = {s.sop_instance_uid: s for s in session.instance_states(level, uid)}
-        touched = [states[e.target["uid"]] for e in edits if e.target["uid"] in states]
+        by_uid = {s.sop_instance_uid: s for s in states}
+        touched = [by_uid[e.target["uid"]] for e in edits if e.target["uid"] in by_uid]
         return {
             "level": str(level),
             "name": uid,

@@ -29,8 +29,9 @@ from openpacs.services.ingest import IngestPolicy, IngestService
 from openpacs.services.network import NetworkService
 from openpacs.services.nodes import NodeService
 from openpacs.services.outbound import OutboundService, PartService
+from openpacs.services.qa_runner import Editable
 from openpacs.services.query import QueryService
-from openpacs.services.reconcile import Editable, ReconcileService
+from openpacs.services.reconcile import ReconcileService
 from openpacs.services.rendering import RenderService
 from openpacs.services.retrieve import RetrieveService
 from openpacs.services.sweeper import SweeperService

@@ -32,6 +32,10 @@ class OperationKind(StrEnum):
     MERGE_PATIENTS = "merge-patients"
     UNMERGE = "unmerge"
     MOVE_STUDY = "move-study"
+    MERGE_STUDIES = "merge-studies"
+    SPLIT_STUDY = "split-study"
+    MOVE_SERIES = "move-series"
+    MOVE_INSTANCES = "move-instances"
     DISMISS_CONFLICT = "dismiss-conflict"
     REJECT = "reject"
     RESTORE = "restore"
@@ -47,6 +51,10 @@ class EditKind(StrEnum):
     MERGED_INTO = "merged-into"  # a patient's merge link (a tombstone points to the survivor)
     CONFLICT = "conflict"  # an identity conflict of the inbox: open (None) or "resolved"
     HIDDEN = "hidden"  # an instance's rejection code or "deleted" (None: visible)
+    UID = "uid"  # a series or instance renamed: old -> new UID (the old one retired, 113038)
+    PARENT = "parent"  # the study of a series, or the series of an instance (by UID)
+    CREATED = "created"  # a study or series made by the operation: None (absent) or its definition
+    ALIAS = "alias"  # a retired study UID pointing to the study that took its content
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,12 @@ class Edit:
         target = self.target
         return f"{target['level']}:{target.get('uid') or target.get('pk')}"
 
+    def object_keys(self) -> list[str]:
+        """Every name of the object: a renaming touches it under its old and its new UID."""
+        if self.kind is EditKind.UID:
+            return [f"{self.target['level']}:{self.old}", f"{self.target['level']}:{self.new}"]
+        return [self.object_key()]
+
 
 @dataclass
 class Operation:
@@ -146,7 +160,7 @@ class Operation:
         }
 
     def objects(self) -> list[str]:
-        return sorted({edit.object_key() for edit in self.edits})
+        return sorted({k for edit in self.edits for k in edit.object_keys()})
 
 
 class StateChanged(Conflict):

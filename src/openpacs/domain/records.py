@@ -184,6 +184,8 @@ class StoredInstance:
     received_at: datetime | None = None
     #: the header's patient, study and series level elements (None: not recorded, read the header)
     level_values: dict[str, Any] | None = None
+    #: the instance's own set: a new SOP Instance UID, references rewritten (issue 4); {}: none
+    instance_attrs: dict[str, Any] = field(default_factory=dict)
 
     @cached_property
     def header(self) -> dict[str, Any]:

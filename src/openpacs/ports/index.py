@@ -8,7 +8,7 @@ so that a unit of work never fails half way for lack of it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -81,6 +81,8 @@ class InstanceBrief:
     blob: BlobRef
     transfer_syntax_uid: str
     hidden: str | None = None  # a rejection code, "deleted" or "rejection-note" (None: visible)
+    #: a retired SOP Instance UID: the UID the instance now has (its old identity is rejected, 113038)
+    moved_to: str | None = None
 
 
 @dataclass
@@ -211,11 +213,51 @@ class AccountStore(Protocol):
     def purge_sessions(self, now: datetime) -> None: ...
 
 
+@dataclass(frozen=True)
+class InstancePlace:
+    """Where an instance is, with its own attribute set (what reallocations plan on)."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    series_instance_uid: str
+    study_instance_uid: str
+    patient_pk: int
+    hidden: str | None
+    attrs: dict[str, Any]
+
+
+class ReallocationStore(Protocol):
+    """Series and instances moved under new UIDs, and the retired UIDs (issue 4)."""
+
+    def alias_of(self, uid: str) -> tuple[str, str] | None:
+        """(level, current UID) of a retired UID, else None."""
+        ...
+
+    def aliases_to(self, uids: Collection[str]) -> dict[str, str]: ...
+    def places(self, sop_instance_uids: Sequence[str]) -> dict[str, InstancePlace]: ...
+    def series_members(self, series_uid: str) -> list[str]: ...
+    def series_of_study(self, study_uid: str) -> list[str]: ...
+    def series_study(self, series_uid: str) -> str | None: ...
+    def referencing(self, patient_pks: Collection[int], uids: Collection[str]) -> list[tuple[str, dict[str, Any]]]: ...
+    def create_series_like(self, template_uid: str, study_uid: str, attrs: dict[str, Any], now: datetime) -> None: ...
+    def create_study_like(self, patient_pk: int, attrs: dict[str, Any], now: datetime) -> None: ...
+    def remove_if_empty(self, level: str, uid: str) -> bool: ...
+    def set_series_study(self, series_uid: str, study_uid: str, now: datetime) -> None: ...
+    def set_instances_series(self, sop_instance_uids: Sequence[str], series_uid: str) -> None: ...
+    def rename_series(self, old: str, new: str, now: datetime) -> None: ...
+    def rename_instances(self, pairs: Sequence[tuple[str, str]], now: datetime) -> None: ...
+    def set_instance_attrs(self, items: Iterable[tuple[str, dict[str, Any] | None]]) -> None: ...
+    def set_alias(self, level: str, old: str, new: str | None, now: datetime) -> None: ...
+    def recount(self, study_uids: Collection[str]) -> None: ...
+
+
 class IndexSession(Protocol):
     """One unit of work on the index."""
 
     @property
     def accounts(self) -> AccountStore: ...
+    @property
+    def reallocation(self) -> ReallocationStore: ...
 
     # -- ingest ------------------------------------------------------------------------
     def instance_brief(self, sop_instance_uid: str) -> InstanceBrief | None: ...

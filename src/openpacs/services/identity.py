@@ -159,7 +159,13 @@ class Attacher:
             return series, study, self._patient(study.patient_pk)
         context = self.session.series_context(series_uid)
         if context is None:
-            return None
+            # a series reallocated under a new UID: what arrives for it later follows it
+            alias = self.session.reallocation.alias_of(series_uid)
+            if alias is None or alias[0] != "SERIES":
+                return None
+            context = self.session.series_context(alias[1])
+            if context is None:
+                return None
         study = batch.studies.setdefault(context.study.uid, context.study)
         batch.series[series_uid] = context.series
         return context.series, study, self._follow(context.patient)
@@ -180,12 +186,16 @@ class Attacher:
         series: SeriesRow | None = None
         if known is not None:
             series, study, patient = known
-            if study.uid != study_uid:
+            if study.uid != study_uid and series.uid == series_uid:
                 raise InvalidInstance(
                     f"Series Instance UID {series_uid} already belongs to study {study.uid}, not {study_uid}"
                 )
         else:
-            found = batch.studies.get(study_uid) or session.study(study_uid)
+            found = batch.studies.get(study_uid)
+            if found is None:
+                # a study merged into another: what arrives for it later lands in the other
+                alias = session.reallocation.alias_of(study_uid)
+                found = session.study(alias[1] if alias is not None and alias[0] == "STUDY" else study_uid)
             if found is not None:
                 study = batch.studies.setdefault(study_uid, found)
                 patient = self._patient(study.patient_pk)

@@ -234,6 +234,21 @@ class IngestService:
         self._audit(batch, parsed, origin, "rejected-resend-ignored")
         return StoreOutcome(StoreStatus.DUPLICATE, sop_uid, study_uid)
 
+    def _resent_moved(self, batch: Batch, parsed: ParsedInstance, origin: Origin, moved_to: str) -> StoreOutcome:
+        """An instance reallocated under a new SOP Instance UID, sent again under its old one
+        (rejected, 113038): refused (0xA771) or ignored as ``dicom.rejected_resend`` says for
+        113038; never stored again beside its new identity (``restore`` ignores it)."""
+        sop_uid, study_uid = parsed.sop_instance_uid, parsed.study_instance_uid
+        policy = self._policy.rejected_resend_by_code.get("113038", self._policy.rejected_resend)
+        if policy == "refuse":
+            self._audit(batch, parsed, origin, "rejected-resend-refused")
+            refused = RejectedInstance(
+                f"SOP Instance {sop_uid} was reallocated as {moved_to}; its old identity is rejected (113038)"
+            )
+            return StoreOutcome(StoreStatus.REJECTED, sop_uid, study_uid, error=refused)
+        self._audit(batch, parsed, origin, "rejected-resend-ignored")
+        return StoreOutcome(StoreStatus.DUPLICATE, sop_uid, study_uid, warning=f"kept as {moved_to}")
+
     def _discard(self, write: Future[None], key: str) -> None:
         """Remove a blob no transaction refers to (its write may still be running)."""
         try:
@@ -306,6 +321,8 @@ class IngestService:
         sop_uid = parsed.sop_instance_uid
         earlier = next((row for row in batch.instances if row.sop_instance_uid == sop_uid), None)
         existing = None if earlier is not None else session.instance_brief(sop_uid)
+        if existing is not None and existing.moved_to is not None:
+            return self._resent_moved(batch, parsed, origin, existing.moved_to)
         if existing is not None and existing.hidden is not None and existing.hidden != NOTE:
             return self._resent_hidden(session, batch, parsed, origin, existing.hidden)
         if earlier is not None or existing is not None:

@@ -50,6 +50,8 @@ def coercion_changes(instance: StoredInstance) -> dict[str, dict[str, Any]]:
             current = known[key] if key in known else instance.header.get(key)
             if not dj.element_equal(element, current):
                 changes[key] = element
+    # the instance's own set holds only values that differ from its header
+    changes.update(instance.instance_attrs)
     return changes
 
 
@@ -198,7 +200,7 @@ def _strip_meta(data: bytes) -> bytes:
 def coerced_header(instance: StoredInstance) -> dict[str, Any]:
     """The instance's DICOM JSON as it leaves the archive: its header with the index's sets over it."""
     merged = dict(instance.header)
-    for attrs in (instance.patient_attrs, instance.study_attrs, instance.series_attrs):
+    for attrs in (instance.patient_attrs, instance.study_attrs, instance.series_attrs, instance.instance_attrs):
         merged.update(attrs)
     return merged
 

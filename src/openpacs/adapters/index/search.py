@@ -197,7 +197,7 @@ def _base_select(level: Level) -> sa.Select[Any]:
         ]
         from_ = se.join(s, s.c.pk == se.c.study_pk).join(p, p.c.pk == s.c.patient_pk)
     if level is Level.IMAGE:
-        columns += [i.c.pk.label("instance_pk"), i.c.header]
+        columns += [i.c.pk.label("instance_pk"), i.c.header, i.c.attrs.label("instance_attrs")]
         from_ = i.join(se, se.c.pk == i.c.series_pk).join(s, s.c.pk == se.c.study_pk).join(p, p.c.pk == s.c.patient_pk)
     select = sa.select(*columns).select_from(from_).where(p.c.merged_into_pk.is_(None))
     # rejected and soft-deleted instances are not shown, nor what holds nothing else
@@ -235,6 +235,10 @@ def _row(level: Level, r: Any) -> MatchRow:
         row.counts["NumberOfSeriesRelatedInstances"] = r.se_num_instances
     if level is Level.IMAGE:
         row.instance = json_value(r.header)
+        own = json_value(r.instance_attrs) if r.instance_attrs else None
+        if own:
+            # the instance's own set (a new SOP Instance UID after a reallocation) over its header
+            row.instance = {**row.instance, **own}
     return row
 
 
@@ -309,6 +313,7 @@ def load_stored_instances(
                 i.c.instance_number,
                 sa.cast(i.c.header, sa.Text).label("header"),
                 i.c.level_values,
+                sa.cast(i.c.attrs, sa.Text).label("instance_attrs"),
                 i.c.received_at,
                 se.c.series_instance_uid,
                 sa.cast(se.c.attrs, sa.Text).label("series_attrs"),
@@ -346,6 +351,7 @@ def load_stored_instances(
                     patient_attrs=parsed(r.patient_attrs),
                     study_attrs=parsed(r.study_attrs),
                     series_attrs=parsed(r.series_attrs),
+                    instance_attrs=orjson.loads(r.instance_attrs) or {} if r.instance_attrs else {},
                     instance_number=r.instance_number,
                     received_at=r.received_at
                     if r.received_at is None or r.received_at.tzinfo

@@ -15,6 +15,7 @@ from openpacs.adapters.index import statements as q
 from openpacs.adapters.index import tables as t
 from openpacs.adapters.index.accounts import Accounts
 from openpacs.adapters.index.fast import FastStatements, json_value
+from openpacs.adapters.index.reallocation import Reallocation
 from openpacs.adapters.index.removal import Removed
 from openpacs.adapters.index.search import find_rows, load_stored_instances
 from openpacs.domain.matching import Query
@@ -59,6 +60,7 @@ class SqlIndexSession:
         self.connection = connection
         self._fast = fast
         self.accounts = Accounts(connection)
+        self.reallocation = Reallocation(connection)
 
     def _run(self, statement: Any, values: dict[str, Any]) -> Any:
         return self._fast.execute(self.connection, statement, values)
@@ -66,9 +68,10 @@ class SqlIndexSession:
     # -- ingest: reads ------------------------------------------------------------------
 
     def instance_brief(self, sop_instance_uid: str) -> InstanceBrief | None:
-        row = self._run(q.INSTANCE_BRIEF, {"b_uid": sop_instance_uid}).first()
-        if row is None:
+        rows = list(self._run(q.INSTANCE_BRIEF, {"b_uid": sop_instance_uid}))
+        if not rows:
             return None
+        row = min(rows, key=lambda r: r.moved_to is not None)  # the instance itself first
         return InstanceBrief(
             pk=row.pk,
             sop_instance_uid=sop_instance_uid,
@@ -77,6 +80,7 @@ class SqlIndexSession:
             blob=BlobRef(row.store, row.key, row.size),
             transfer_syntax_uid=row.transfer_syntax_uid,
             hidden=row.rejection,
+            moved_to=row.moved_to,
         )
 
     def study(self, uid: str) -> StudyRow | None:

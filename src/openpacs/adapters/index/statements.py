@@ -15,7 +15,7 @@ from openpacs.adapters.index import tables as t
 
 _i, _loc, _p, _pi, _st, _se = t.instance, t.location, t.patient, t.patient_identifier, t.study, t.series
 
-INSTANCE_BRIEF = (
+INSTANCE_BRIEF = sa.union_all(
     sa.select(
         _i.c.pk,
         _i.c.series_pk,
@@ -25,10 +25,22 @@ INSTANCE_BRIEF = (
         _loc.c.key,
         _loc.c.size,
         _loc.c.checksum,
+        sa.null().label("moved_to"),
     )
     .join(_loc, _loc.c.instance_pk == _i.c.pk)
-    .where(_i.c.sop_instance_uid == bindparam("b_uid"))
-    .limit(1)
+    .where(_i.c.sop_instance_uid == bindparam("b_uid")),
+    # a retired SOP Instance UID (reallocated under a new one), found in the same round trip
+    sa.select(
+        sa.literal(0),
+        sa.literal(0),
+        sa.literal(""),
+        sa.literal("113038"),
+        sa.literal(""),
+        sa.literal(""),
+        sa.literal(0),
+        sa.literal(""),
+        t.uid_alias.c.new_uid,
+    ).where(t.uid_alias.c.old_uid == bindparam("b_uid"), t.uid_alias.c.level == "IMAGE"),
 )
 STUDY_BY_UID = sa.select(_st.c.pk, _st.c.patient_pk, _st.c.attrs).where(_st.c.study_instance_uid == bindparam("b_uid"))
 SERIES_BY_UID = sa.select(_se.c.pk, _se.c.study_pk, _se.c.attrs).where(_se.c.series_instance_uid == bindparam("b_uid"))

@@ -138,6 +138,9 @@ instance = sa.Table(
     sa.Column("header", Json, nullable=False),
     # the header's patient/study/series level elements: coercion is decided on these alone
     sa.Column("level_values", Json, nullable=True),
+    # the instance's own attribute set: values the outbound coercion puts over the header's
+    # (a new SOP Instance UID, references rewritten after a reallocation); NULL: none
+    sa.Column("attrs", Json, nullable=True),
     # hidden from clinical users: an IOCM rejection code (113001, 113037, 113038, 113039)
     # or "deleted" (a soft delete); NULL for a visible instance
     sa.Column("rejection", sa.String(16), nullable=True),
@@ -322,4 +325,16 @@ qa_operation_object = sa.Table(
     sa.Column("operation_pk", BigKey, sa.ForeignKey("qa_operation.pk", ondelete="CASCADE"), nullable=False),
     sa.Column("object_key", sa.String(200), nullable=False),
     sa.Index(None, "object_key", "operation_pk"),
+)
+
+uid_alias = sa.Table(
+    "uid_alias",
+    metadata,
+    sa.Column("pk", BigKey, primary_key=True, autoincrement=True),
+    # SERIES or IMAGE: a series or instance reallocated under a new UID (the old one is rejected)
+    sa.Column("level", sa.String(16), nullable=False),
+    sa.Column("old_uid", sa.String(64), nullable=False, unique=True),
+    sa.Column("new_uid", sa.String(64), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index(None, "new_uid"),
 )

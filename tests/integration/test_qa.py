@@ -205,3 +205,64 @@ def test_a_study_moved_while_it_is_being_received_keeps_every_instance(server: S
     assert found["00100020"]["Value"] == [target]
     assert found["00201208"]["Value"] == [300]
     assert client.search_for_studies(search_filters={"PatientID": source}) == []
+
+
+def test_series_moved_to_another_study_shows_new_uids_everywhere_and_undo_restores_the_bytes(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    patient = f"QV{generate_uid()[-8:]}"
+    first = _store(server, tmp_path, patient, "MOVE^SERIES")
+    second = _store(server, tmp_path, patient, "MOVE^SERIES")
+    before = _get(server, first.StudyInstanceUID, tmp_path / "before")
+
+    preview = _qa(server, "move-series", first.SeriesInstanceUID, "--to-study", second.StudyInstanceUID,
+                  "--reason", "acquired under the wrong order", "--dry-run")  # fmt: skip
+    assert preview["id"] is None and {u["old"] for u in preview["summary"]["uids"]} == {
+        first.SeriesInstanceUID,
+        first.SOPInstanceUID,
+    }
+    op = _qa(server, "move-series", first.SeriesInstanceUID, "--to-study", second.StudyInstanceUID,
+             "--reason", "acquired under the wrong order")  # fmt: skip
+    new = {u["old"]: u["new"] for u in op["summary"]["uids"]}
+    out = run_dcmtk(
+        "findscu", "-v", "-S", "-aec", server.ae_title, "127.0.0.1", str(server.dicom_port),
+        "-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={second.StudyInstanceUID}",
+        "-k", "SeriesInstanceUID",
+    ).stderr  # fmt: skip
+    assert "Received Final Find Response (Success)" in out, out
+    assert new[first.SeriesInstanceUID] in out and first.SeriesInstanceUID not in out
+    folder = tmp_path / "moved"
+    folder.mkdir()
+    out = run_dcmtk(
+        "getscu", "-v", "-S", "-aec", server.ae_title, "-od", str(folder), "127.0.0.1", str(server.dicom_port),
+        "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={second.StudyInstanceUID}",
+    ).stderr  # fmt: skip
+    assert "Number of Completed Suboperations : 2" in out, out
+    moved = next(d for d in map(pydicom.dcmread, folder.iterdir()) if d.SOPInstanceUID != second.SOPInstanceUID)
+    assert moved.SOPInstanceUID == new[first.SOPInstanceUID] == moved.file_meta.MediaStorageSOPInstanceUID
+    assert moved.StudyInstanceUID == second.StudyInstanceUID
+    assert moved.SeriesInstanceUID == new[first.SeriesInstanceUID]
+    client = dicomweb(server, accounts_of(server)["viewer"])
+    assert {m["00080018"]["Value"][0] for m in client.retrieve_study_metadata(second.StudyInstanceUID)} == {
+        second.SOPInstanceUID,
+        new[first.SOPInstanceUID],
+    }
+    assert client.search_for_studies(search_filters={"StudyInstanceUID": first.StudyInstanceUID}) == []
+    # the old identity sent again is refused with 0xA771 (rejected, 113038)
+    resend = run_dcmtk("storescu", "-d", "-aec", server.ae_title, "127.0.0.1", str(server.dicom_port),
+                       str(tmp_path / f"{first.SOPInstanceUID}.dcm"))  # fmt: skip
+    assert "0xa771" in (resend.stdout + resend.stderr).lower(), resend.stderr
+
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        admin = accounts_of(server)["admin"].bearer
+        body = {"instances": [second.SOPInstanceUID], "to_new_series": True, "reason": "own series"}
+        assert http.post("/api/qa/move-instances", json={**body, "to_series": "1.2"}, headers=admin).status_code == 400
+        assert http.post("/api/qa/move-instances", json={**body, "instances": ["x"]}, headers=admin).status_code == 400
+        split = http.post("/api/qa/move-instances", json=body, headers=admin)
+        assert split.status_code == 200, split.text
+        assert http.post("/api/qa/undo", json={"operation": split.json()["id"], "reason": "undo"},
+                         headers=admin).status_code == 200  # fmt: skip
+    _qa(server, "undo", str(op["id"]), "--reason", "right order after all")
+    _get(server, first.StudyInstanceUID, tmp_path / "again")
+    assert next((tmp_path / "again").iterdir()).read_bytes() == next((tmp_path / "before").iterdir()).read_bytes()
+    assert before.SOPInstanceUID == first.SOPInstanceUID

@@ -89,7 +89,25 @@ def _show(operation: Operation, dry_run: bool) -> None:
         else:
             field = next(k for k in change if k != "object")
             table.add_row(change["object"], field, str(change[field]["old"]), str(change[field]["new"]))
-    console.print(table)
+    if table.row_count:
+        console.print(table)
+    uids = summary.get("uids", [])
+    if uids:
+        renamed = Table("level", "old UID", "new UID")
+        for entry in uids[:20]:
+            renamed.add_row(entry["level"], entry["old"], entry["new"])
+        console.print(renamed)
+        if len(uids) > 20:
+            console.print(f"... and {len(uids) - 20} more UIDs (--json lists them)")
+    for created in summary.get("created", []):
+        console.print(f"new {created['level'].lower()} {created['uid']}")
+    for note in summary.get("rejection_notes", []) if isinstance(summary.get("rejection_notes"), list) else []:
+        stored = note["sop_instance_uid"] or "(stored when the operation runs)"
+        console.print(
+            f"rejection note {note['code']} for {note['instances']} old instances of study {note['study']}: {stored}"
+        )
+    if summary.get("references_rewritten"):
+        console.print(f"references rewritten in {len(summary['references_rewritten'])} objects (GSPS, KOS, SR...)")
     if operation.undo_of is not None:
         console.print(f"(undoes operation {operation.undo_of})")
 
@@ -202,6 +220,84 @@ def move_study(
     """Attach a study to another patient (study reallocation; every UID is kept)."""
     _run(config, data_dir, database_url, as_json, dry_run, lambda a: a.reconcile.move_study(
         study, PatientRef(to_patient, issuer), cli_actor(), reason, dry_run=dry_run, resolves=resolves))  # fmt: skip
+
+
+@qa_app.command("merge-studies")
+def merge_studies(
+    source: Annotated[str, typer.Argument(help="Study Instance UID of the study that goes.")],
+    target: Annotated[str, typer.Argument(help="Study Instance UID of the study that stays.")],
+    reason: Reason,
+    resolves: Resolves = [],  # noqa: B006 (typer's list option)
+    dry_run: DryRun = False,
+    as_json: JsonOut = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Move every series of SOURCE into TARGET under new UIDs (the old ones rejected, 113038);
+    later objects of SOURCE land in TARGET."""
+    _run(config, data_dir, database_url, as_json, dry_run, lambda a: a.reconcile.merge_studies(
+        source, target, cli_actor(), reason, dry_run=dry_run, resolves=resolves))  # fmt: skip
+
+
+@qa_app.command("split-study")
+def split_study(
+    study: Annotated[str, typer.Argument(help="Study Instance UID.")],
+    reason: Reason,
+    series: Annotated[list[str], typer.Option("--series", help="Series Instance UID to split off; repeat.")] = [],  # noqa: B006
+    instances: Annotated[list[str], typer.Option("--instances", help="SOP Instance UID to split off; repeat.")] = [],  # noqa: B006 (typer's list option)
+    resolves: Resolves = [],  # noqa: B006 (typer's list option)
+    dry_run: DryRun = False,
+    as_json: JsonOut = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Split series (--series) or instances (--instances) off into a new study of the same
+    patient, under new UIDs."""
+    _run(config, data_dir, database_url, as_json, dry_run, lambda a: a.reconcile.split_study(
+        study, cli_actor(), reason, series=series, instances=instances, dry_run=dry_run,
+        resolves=resolves))  # fmt: skip
+
+
+@qa_app.command("move-series")
+def move_series(
+    series: Annotated[str, typer.Argument(help="Series Instance UID.")],
+    to_study: Annotated[str, typer.Option("--to-study", help="Study Instance UID of the destination.")],
+    reason: Reason,
+    resolves: Resolves = [],  # noqa: B006 (typer's list option)
+    dry_run: DryRun = False,
+    as_json: JsonOut = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Move a series into another study (series reallocation): a new Series Instance UID and
+    new SOP Instance UIDs; the old ones are rejected (113038)."""
+    _run(config, data_dir, database_url, as_json, dry_run, lambda a: a.reconcile.move_series(
+        series, to_study, cli_actor(), reason, dry_run=dry_run, resolves=resolves))  # fmt: skip
+
+
+@qa_app.command("move-instances")
+def move_instances(
+    instances: Annotated[list[str], typer.Argument(help="SOP Instance UIDs.")],
+    reason: Reason,
+    to_series: Annotated[
+        str | None, typer.Option("--to-series", help="Series Instance UID of the destination.")
+    ] = None,
+    to_new_series: Annotated[bool, typer.Option("--to-new-series", help="Into a new series of their study.")] = False,
+    resolves: Resolves = [],  # noqa: B006 (typer's list option)
+    dry_run: DryRun = False,
+    as_json: JsonOut = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Move instances into another series (--to-series) or a new one (--to-new-series)
+    (image reallocation): new SOP Instance UIDs; the old ones are rejected (113038)."""
+    _run(config, data_dir, database_url, as_json, dry_run, lambda a: a.reconcile.move_instances(
+        instances, cli_actor(), reason, to_series=to_series, to_new_series=to_new_series,
+        dry_run=dry_run, resolves=resolves))  # fmt: skip
 
 
 class Target(StrEnum):

@@ -73,6 +73,32 @@ class MoveStudy(Resolving):
     reason: str = _REASON
 
 
+class MergeStudies(Resolving):
+    source: str = _UID
+    target: str = _UID
+    reason: str = _REASON
+
+
+class SplitStudy(Resolving):
+    study: str = _UID
+    series: list[Annotated[str, _UID]] = Field(default_factory=list, max_length=10_000)
+    instances: list[Annotated[str, _UID]] = Field(default_factory=list, max_length=100_000)
+    reason: str = _REASON
+
+
+class MoveSeries(Resolving):
+    series: str = _UID
+    to_study: str = _UID
+    reason: str = _REASON
+
+
+class MoveInstances(Resolving):
+    instances: list[Annotated[str, _UID]] = Field(min_length=1, max_length=100_000)
+    to_series: Annotated[str, _UID] | None = None
+    to_new_series: bool = False
+    reason: str = _REASON
+
+
 _LEVELS = {"study": Level.STUDY, "series": Level.SERIES, "instance": Level.IMAGE}
 
 
@@ -162,6 +188,62 @@ async def move_study(body: MoveStudy, request: Request, caller: Corrector, dry_r
     op = await run_in_threadpool(
         lambda: svc.move_study(
             body.study, body.to_patient.ref(), caller.actor, body.reason, dry_run=dry_run, resolves=body.resolves
+        )
+    )
+    return _answer(op, dry_run)
+
+
+@router.post("/merge-studies", summary="Merge a study into another (new UIDs; the old ones rejected, 113038)")
+async def merge_studies(body: MergeStudies, request: Request, caller: Corrector, dry_run: DryRun = False) -> Any:
+    svc = services(request).reconcile
+    op = await run_in_threadpool(
+        lambda: svc.merge_studies(
+            body.source, body.target, caller.actor, body.reason, dry_run=dry_run, resolves=body.resolves
+        )
+    )
+    return _answer(op, dry_run)
+
+
+@router.post("/split-study", summary="Split series or instances off into a new study (new UIDs)")
+async def split_study(body: SplitStudy, request: Request, caller: Corrector, dry_run: DryRun = False) -> Any:
+    svc = services(request).reconcile
+    op = await run_in_threadpool(
+        lambda: svc.split_study(
+            body.study,
+            caller.actor,
+            body.reason,
+            series=body.series,
+            instances=body.instances,
+            dry_run=dry_run,
+            resolves=body.resolves,
+        )
+    )
+    return _answer(op, dry_run)
+
+
+@router.post("/move-series", summary="Move a series into another study (new UIDs; the old ones rejected)")
+async def move_series(body: MoveSeries, request: Request, caller: Corrector, dry_run: DryRun = False) -> Any:
+    svc = services(request).reconcile
+    op = await run_in_threadpool(
+        lambda: svc.move_series(
+            body.series, body.to_study, caller.actor, body.reason, dry_run=dry_run, resolves=body.resolves
+        )
+    )
+    return _answer(op, dry_run)
+
+
+@router.post("/move-instances", summary="Move instances into another or a new series (new SOP Instance UIDs)")
+async def move_instances(body: MoveInstances, request: Request, caller: Corrector, dry_run: DryRun = False) -> Any:
+    svc = services(request).reconcile
+    op = await run_in_threadpool(
+        lambda: svc.move_instances(
+            body.instances,
+            caller.actor,
+            body.reason,
+            to_series=body.to_series,
+            to_new_series=body.to_new_series,
+            dry_run=dry_run,
+            resolves=body.resolves,
         )
     )
     return _answer(op, dry_run)

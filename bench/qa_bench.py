@@ -14,7 +14,11 @@ Then each server does the two corrections an administrator does most:
   no reallocation: it rewrites every instance under new UIDs);
 - merge patient BENCH00001 (N instances) into QATARGET: OpenPACS
   `/api/qa/merge-patients`; Orthanc `POST /patients/{id}/modify` with the target's
-  PatientID and PatientName (Orthanc has no merge either).
+  PatientID and PatientName (Orthanc has no merge either);
+- then merge the M-instance study (now QAOTHER's) into QAOTHER's one-instance study,
+  every moved series and instance under new UIDs: OpenPACS `/api/qa/merge-studies`
+  (the old identities rejected by a 113038 note); Orthanc `POST /studies/{id}/merge`
+  with `KeepSource: false` (it rewrites every instance and deletes the originals).
 Each is timed from the request to the answer (Orthanc's modify runs synchronously),
 then checked: a study-level query by the new Patient ID finds the study.
 Results go to bench/results/ as JSON and are printed as a Markdown table with ratios.
@@ -117,6 +121,20 @@ def openpacs_run(database_url: str | None, folders: list[Path]) -> dict[str, Any
             out["merge_affected"] = merged.json()["summary"]["affected"]
             found = http.get(base + "/dicom-web/studies", params={"PatientID": "QATARGET"}, timeout=60).json()
             out["check"] = [s["0020000D"]["Value"][0] for s in found] == [study_of(folders[0])]
+            started = time.perf_counter()
+            merged = http.post(
+                base + "/api/qa/merge-studies",
+                json={"source": study_of(folders[1]), "target": study_of(folders[2]), "reason": "bench"},
+                timeout=600,
+            )
+            out["merge_studies_s"] = time.perf_counter() - started
+            merged.raise_for_status()
+            (study,) = http.get(
+                base + "/dicom-web/studies",
+                params={"StudyInstanceUID": study_of(folders[2]), "includefield": "NumberOfStudyRelatedInstances"},
+                timeout=60,
+            ).json()
+            out["check"] = out["check"] and study["00201208"]["Value"] == [len(list(folders[1].glob("*.dcm"))) + 1]
             return out
         finally:
             server.stop()
@@ -158,6 +176,13 @@ def orthanc_run(folders: list[Path]) -> dict[str, Any]:
             found = http.get(web.base + "/studies", params={"PatientID": "QATARGET"}, timeout=60).json()
             # Orthanc keeps the source (new UIDs for the copies): the target holds a copy of the study
             out["check"] = len(found) >= 1
+            target = lookup(study_of(folders[2]))
+            body = {"Resources": [lookup(study_of(folders[1]))], "KeepSource": False, "Synchronous": True}
+            started = time.perf_counter()
+            http.post(f"{base}/studies/{target}/merge", json=body, timeout=3600).raise_for_status()
+            out["merge_studies_s"] = time.perf_counter() - started
+            count = len(http.get(f"{base}/studies/{target}/instances", timeout=60).json())
+            out["check"] = out["check"] and count == len(list(folders[1].glob("*.dcm"))) + 1
             return out
         finally:
             web.server.stop()
@@ -191,7 +216,8 @@ def main() -> None:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for label, key in ((f"move a {moved}-instance study to another patient (s)", "move_study_s"),
-                       (f"merge a patient of {count} instances (s)", "merge_s")):  # fmt: skip
+                       (f"merge a patient of {count} instances (s)", "merge_s"),
+                       (f"merge a {moved}-instance study into another, new UIDs (s)", "merge_studies_s")):  # fmt: skip
         sqlite, pg = runs[0][key], runs[1][key]
         lines.append(
             f"| {label} | {sqlite:.3f} | {pg:.3f} | {orthanc[key]:.1f} | "

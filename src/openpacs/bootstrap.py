@@ -31,6 +31,7 @@ from openpacs.services.nodes import NodeService
 from openpacs.services.outbound import OutboundService, PartService
 from openpacs.services.qa_runner import Editable
 from openpacs.services.query import QueryService
+from openpacs.services.rebuild import RebuildService
 from openpacs.services.reconcile import ReconcileService
 from openpacs.services.rendering import RenderService
 from openpacs.services.retrieve import RetrieveService
@@ -69,6 +70,7 @@ class Application:
     parts: PartService
     rendering: RenderService
     reconcile: ReconcileService
+    rebuild: RebuildService
     _closed: bool = field(default=False)
 
     def close(self) -> None:
@@ -163,6 +165,7 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
             purge_after=timedelta(days=settings.qa.purge_after_days),
             deletion_grace=timedelta(seconds=settings.storage.deletion_grace_seconds),
         ),
+        rebuild=RebuildService(index, blobs, ingest, clock=utcnow),
     )
 
 

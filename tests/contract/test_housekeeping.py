@@ -88,6 +88,11 @@ def test_blob_store_contract(tmp_path: Path) -> None:
         view = store.view(key)
         assert view.readonly and bytes(view) == b"0123456789"
         assert [k for k, _ in store.list_bucket(now)] == [key]
+        store.put("journal/2026/01/02/000000000001.json", b"{}")
+        assert sorted(k for k, _ in store.walk()) == sorted([key, "journal/2026/01/02/000000000001.json"])
+        assert [k for k, _ in store.walk("journal/")] == ["journal/2026/01/02/000000000001.json"]
+        assert all(abs(mtime - now.timestamp()) < 60 for _, mtime in store.walk())
+        store.delete("journal/2026/01/02/000000000001.json")
         store.delete(key)
         store.delete(key)  # a missing object is not an error
         assert bytes(view) == b"0123456789"  # a view taken before stays readable

@@ -176,6 +176,27 @@ def test_import_reports_imported_duplicates_rejected_and_skipped(tmp_path: Path,
     assert "duplicates 10" in text and "skipped (not DICOM) 1" in text
 
 
+def test_db_rebuild_indexes_the_storage_again_and_replays_the_journal(tmp_path: Path, mixed_corpus: list[Path]) -> None:
+    import pydicom
+
+    folder = tmp_path / "media"
+    folder.mkdir()
+    for path in mixed_corpus[:6]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    data = ["--data-dir", str(tmp_path / "data")]
+    run_cli("import", str(folder), *data)
+    study = str(pydicom.dcmread(mixed_corpus[0], stop_before_pixels=True).StudyInstanceUID)
+    run_cli("qa", "update-study", study, "--set", "StudyDescription=REBUILT", "--reason", "check", *data)
+    refused = run_cli("db", "rebuild", *data, check=False)
+    assert refused.returncode == 1 and "not empty" in refused.stderr
+    rebuilt = [*data, "--database-url", f"sqlite:///{tmp_path / 'rebuilt.sqlite3'}"]
+    report = json.loads(run_cli("db", "rebuild", "--json", *rebuilt).stdout)
+    assert report["indexed"] == 6 and report["operations_replayed"] == 1 and report["not_indexed"] == 0
+    assert json.loads(run_cli("stats", "--json", *rebuilt).stdout)["instances"] == 6
+    (operation,) = json.loads(run_cli("qa", "list", "--json", *rebuilt).stdout)
+    assert operation["kind"] == "update-study" and operation["params"]["set"] == {"StudyDescription": "REBUILT"}
+
+
 def test_import_while_the_server_runs_is_seen_by_it(sqlite_server: ServerProcess, tmp_path: Path) -> None:
     path = sample_file("MR_small_implicit.dcm")
     sqlite_server.cli("import", str(path))

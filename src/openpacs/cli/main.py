@@ -310,6 +310,37 @@ def db_upgrade(data_dir: DataDir = None, config: ConfigFile = None, database_url
     console.print(f"database at revision {revision}")
 
 
+@db_app.command("rebuild")
+def db_rebuild(
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Rebuild an empty index from the storage: every stored object indexed where it lies,
+    the corrections journal replayed in time order. Stop the server first; point
+    --database-url (or a new data folder's index) at a new, empty database."""
+    application = application_from(config, data_dir, database_url)
+    try:
+        report = application.rebuild.rebuild(cli_actor())
+    except OpenPacsError as exc:
+        err.print(f"[red]error:[/red] {exc.reason}")
+        raise typer.Exit(1) from exc
+    finally:
+        application.close()
+    summary = report.to_json()
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    console.print(
+        f"{summary['indexed']} of {summary['objects']} stored objects indexed "
+        f"({summary['rejection_notes']} rejection notes), {summary['operations_replayed']} corrections replayed"
+        f" ({summary['edits_skipped']} edits skipped: their objects are no longer stored)"
+    )
+    for item in summary["not_indexed_first"][:50]:
+        console.print(f"not indexed: {item['key']}: {item['reason']}")
+
+
 def main() -> None:
     """Entry point of the ``openpacs`` command."""
     app()

@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from openpacs.domain.errors import Conflict
-from openpacs.domain.records import Actor
+from openpacs.domain.records import Actor, ActorType
 
 
 class OperationKind(StrEnum):
@@ -155,9 +155,29 @@ class Operation:
             "source": self.source,
             "undo_of": self.undo_of,
             "undone_by": self.undone_by,
-            "actor": None if self.actor is None else {"type": str(self.actor.type), "id": self.actor.id},
+            "actor": None
+            if self.actor is None
+            else {"type": str(self.actor.type), "id": self.actor.id, "address": self.actor.address},
             "created_at": None if self.created_at is None else self.created_at.isoformat(),
         }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Operation:
+        """An operation as :meth:`to_json` wrote it (a journal record)."""
+        actor = data.get("actor")
+        created = data.get("created_at")
+        return cls(
+            kind=OperationKind(data["kind"]),
+            reason=data["reason"],
+            params=data.get("params") or {},
+            edits=[Edit.from_json(e) for e in data.get("edits") or []],
+            summary=data.get("summary") or {},
+            id=data.get("id"),
+            undo_of=data.get("undo_of"),
+            source=data.get("source", "local"),
+            actor=None if actor is None else Actor(ActorType(actor["type"]), actor["id"], actor.get("address", "")),
+            created_at=None if created is None else datetime.fromisoformat(created),
+        )
 
     def objects(self) -> list[str]:
         return sorted({k for edit in self.edits for k in edit.object_keys()})

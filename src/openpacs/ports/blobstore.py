@@ -59,6 +59,11 @@ class BlobStore(Protocol):
         """Whether the object exists."""
         ...
 
+    def walk(self, prefix: str = "") -> Iterator[tuple[str, float]]:
+        """Every key under *prefix* (a folder such as ``journal/``; "" for all), with its
+        modification time (epoch seconds), in no particular order (the index rebuild)."""
+        ...
+
     def list_bucket(self, when: datetime) -> Iterator[tuple[str, float]]:
         """Keys written in the hour of *when*, with their modification time (epoch seconds)."""
         ...

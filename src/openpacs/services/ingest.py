@@ -32,6 +32,7 @@ from openpacs.domain.records import BlobRef, Origin, StoreOutcome, StoreStatus
 from openpacs.domain.tags import Level, json_key, tag_of
 from openpacs.ports.blobstore import BlobStore, StorageFull
 from openpacs.ports.index import AuditRecord, ChangeRecord, Index, IndexSession, NewInstance
+from openpacs.services import journal
 from openpacs.services.commit import Batch, GroupCommitter
 from openpacs.services.identity import MODALITY, Attacher
 from openpacs.services.iocm import REJECTION_TRANSPORT, referenced_instances, rejection_code
@@ -53,6 +54,10 @@ class IngestPolicy:
     max_instance_bytes: int = 4 * 1024**3
     max_nesting_depth: int = 12
     bulk_data_threshold: int = 1024
+
+
+def _keep(write: Future[None], key: str) -> None:
+    """Blobs the index rebuild indexes in place are never deleted by the ingest."""
 
 
 class IngestService:
@@ -99,11 +104,14 @@ class IngestService:
         expected_sop_class_uid: str | None = None,
         expected_sop_instance_uid: str | None = None,
         parsed: ParsedInstance | None = None,
+        stored_key: str | None = None,
     ) -> StoreOutcome:
         """Store one Part 10 instance; see :meth:`_store`. *parsed* is what :meth:`parse` gave
-        for these very bytes, when the caller has already vetted them."""
+        for these very bytes, when the caller has already vetted them. With *stored_key*, the
+        bytes are already in the blob store under that key (the index rebuild): they are
+        indexed where they lie, and never deleted here."""
         with self._committer.expecting():
-            return self._store(data, origin, expected_sop_class_uid, expected_sop_instance_uid, parsed)
+            return self._store(data, origin, expected_sop_class_uid, expected_sop_instance_uid, parsed, stored_key)
 
     def _store(
         self,
@@ -112,6 +120,7 @@ class IngestService:
         expected_sop_class_uid: str | None,
         expected_sop_instance_uid: str | None,
         vetted: ParsedInstance | None = None,
+        stored_key: str | None = None,
     ) -> StoreOutcome:
         """Store one Part 10 instance (File Meta + data set, as received).
 
@@ -126,9 +135,14 @@ class IngestService:
             )
             self._audit_refusal(origin, too_large, expected_sop_instance_uid)
             raise too_large
-        key = self._blobs.new_key(self._clock())
+        if stored_key is None:
+            key = self._blobs.new_key(self._clock())
+            write = self._writer.submit(self._blobs.put, key, data)
+        else:
+            key, write = stored_key, Future()
+            write.set_result(None)
         blob = BlobRef(self._blobs.name, key, len(data))
-        write = self._writer.submit(self._blobs.put, key, data)
+        discard = self._discard if stored_key is None else _keep
         try:
             parsed = vetted if vetted is not None else self.parse(data)
             if expected_sop_class_uid and parsed.sop_class_uid != expected_sop_class_uid:
@@ -143,28 +157,29 @@ class IngestService:
                 )
             checksum = hashlib.sha256(data).hexdigest()
         except OpenPacsError as exc:
-            self._discard(write, key)
+            discard(write, key)
             self._audit_refusal(origin, exc, expected_sop_instance_uid)
             raise
         except BaseException:
-            self._discard(write, key)
+            discard(write, key)
             raise
         try:
             outcome = self._committer.submit(
                 lambda s, b: self._apply(s, b, parsed, origin, blob, checksum), durable=write
             )
         except StorageFull as exc:
-            self._discard(write, key)
+            discard(write, key)
             full = OutOfResources(f"storage is full: {exc}")
             self._audit_refusal(origin, full, parsed.sop_instance_uid)
             raise full from exc
         except BaseException:
             # the outcome of a failed commit may be unknown: the sweeper deletes the blob
             # only if no location refers to it
-            self._revoke(blob)
+            if stored_key is None:
+                self._revoke(blob)
             raise
         if outcome.status in _NOT_KEPT:
-            self._discard(write, key)
+            discard(write, key)
         if outcome.error is not None:
             raise outcome.error
         if outcome.status is StoreStatus.DUPLICATE_DIFFERS:
@@ -202,6 +217,9 @@ class IngestService:
             source="dicom",
         )
         operation.id = session.add_operation(operation, origin.actor, batch.now)
+        operation.actor, operation.created_at = origin.actor, batch.now
+        # journaled like the administrator's operations: an index rebuild replays it
+        journal.write(self._blobs, operation, batch.now, patients={})
         batch.changes.extend(ChangeRecord("instance_hidden", Level.IMAGE, e.target["uid"]) for e in edits)
         batch.audit.append(
             AuditRecord(

@@ -44,7 +44,15 @@ def _is_image(sop_class_uid: str) -> bool:
 
 def rejection_note(instances: list[StoredInstance], code: RejectionCode, now: datetime) -> tuple[str, bytes]:
     """(SOP Instance UID, Part 10 bytes) of a rejection note for *instances* of one study."""
-    first = instances[0]
+    references = [(i.series_instance_uid, i.sop_class_uid, i.sop_instance_uid) for i in instances]
+    return rejection_note_of(instances[0], references, code, now)
+
+
+def rejection_note_of(
+    first: StoredInstance, references: list[tuple[str, str, str]], code: RejectionCode, now: datetime
+) -> tuple[str, bytes]:
+    """A rejection note in the study of *first* (its patient and study attributes) for the
+    instances *references* names: (Series Instance UID, SOP Class UID, SOP Instance UID)."""
     header = coerced_header(first)
     patient_study = {k: v for k, v in header.items() if k in LEVEL_KEYS[Level.PATIENT] | LEVEL_KEYS[Level.STUDY]}
     ds = dj.to_dataset(patient_study)
@@ -70,9 +78,9 @@ def rejection_note(instances: list[StoredInstance], code: RejectionCode, now: da
     ds.ReferencedPerformedProcedureStepSequence = Sequence([])
     ds.Manufacturer = "OpenPACS"
     # PS3.3 C.17.2: every referenced instance, grouped by series
-    by_series: dict[str, list[StoredInstance]] = {}
-    for instance in instances:
-        by_series.setdefault(instance.series_instance_uid, []).append(instance)
+    by_series: dict[str, list[tuple[str, str]]] = {}
+    for series_uid, sop_class_uid, sop_instance_uid in references:
+        by_series.setdefault(series_uid, []).append((sop_class_uid, sop_instance_uid))
     study_item = Dataset()
     study_item.StudyInstanceUID = first.study_instance_uid
     series_items = []
@@ -80,13 +88,13 @@ def rejection_note(instances: list[StoredInstance], code: RejectionCode, now: da
     for series_uid, members in by_series.items():
         series_item = Dataset()
         series_item.SeriesInstanceUID = series_uid
-        series_item.ReferencedSOPSequence = Sequence([_reference(m) for m in members])
+        series_item.ReferencedSOPSequence = Sequence([_reference(*m) for m in members])
         series_items.append(series_item)
         for member in members:
             item = Dataset()
             item.RelationshipType = "CONTAINS"
-            item.ValueType = "IMAGE" if _is_image(member.sop_class_uid) else "COMPOSITE"
-            item.ReferencedSOPSequence = Sequence([_reference(member)])
+            item.ValueType = "IMAGE" if _is_image(member[0]) else "COMPOSITE"
+            item.ReferencedSOPSequence = Sequence([_reference(*member)])
             content.append(item)
     study_item.ReferencedSeriesSequence = Sequence(series_items)
     ds.CurrentRequestedProcedureEvidenceSequence = Sequence([study_item])
@@ -100,10 +108,10 @@ def rejection_note(instances: list[StoredInstance], code: RejectionCode, now: da
     return sop_uid, buffer.getvalue()
 
 
-def _reference(instance: StoredInstance) -> Dataset:
+def _reference(sop_class_uid: str, sop_instance_uid: str) -> Dataset:
     item = Dataset()
-    item.ReferencedSOPClassUID = instance.sop_class_uid
-    item.ReferencedSOPInstanceUID = instance.sop_instance_uid
+    item.ReferencedSOPClassUID = sop_class_uid
+    item.ReferencedSOPInstanceUID = sop_instance_uid
     return item
 
 

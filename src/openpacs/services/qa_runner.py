@@ -10,11 +10,10 @@ record in the blob store) is durable before the transaction commits.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-
-import orjson
 
 from openpacs.domain.errors import Conflict, InvalidQuery, NotFound
 from openpacs.domain.qa import Edit, EditKind, Operation
@@ -22,7 +21,7 @@ from openpacs.domain.records import Actor, StoredInstance
 from openpacs.domain.tags import Level
 from openpacs.ports.blobstore import BlobStore
 from openpacs.ports.index import AuditRecord, Index, IndexSession
-from openpacs.services import qa_edits
+from openpacs.services import journal, qa_edits
 from openpacs.services.ingest import IngestService
 
 log = logging.getLogger(__name__)
@@ -95,18 +94,19 @@ class QaRunner:
                 qa_edits.check(session, operation.edits)
             return operation
         now = self._clock()
-        with self._index.session(write=True) as session:
+        with self._journaled() as written, self._index.session(write=True) as session:
             operation = self._planned(session, plan, resolves)
             if not operation.reason.strip():
                 raise InvalidQuery("a reason is required")
             qa_edits.check(session, operation.edits)
+            patients = journal.patients_of(session, operation.edits)
             qa_edits.apply(session, operation.edits, now)
             operation.id = session.add_operation(operation, actor, now)
             operation.actor, operation.created_at = actor, now
             session.add_changes(list(qa_edits.changes(operation)), now)
             session.add_audit([self._audit(operation, actor, now)])
             # the journal entry is durable before the transaction commits (ARCHITECTURE.md 3)
-            self._journal(operation, now)
+            written.append(journal.write(self._blobs, operation, now, patients=patients))
         log.info("operation %d %s by %s: %s", operation.id, operation.kind, actor.id, operation.reason)
         return operation
 
@@ -151,8 +151,13 @@ class QaRunner:
             },
         )
 
-    def _journal(self, operation: Operation, now: datetime) -> None:
-        record = orjson.dumps(
-            {"journal": "openpacs-qa", "version": 1, **operation.to_json()}, option=orjson.OPT_SORT_KEYS
-        )
-        self._blobs.put(f"journal/{now:%Y/%m/%d}/{operation.id:012d}.json", record)
+    @contextmanager
+    def _journaled(self) -> Iterator[list[str]]:
+        """Journal entries written inside a transaction that then fails are taken back."""
+        written: list[str] = []
+        try:
+            yield written
+        except BaseException:
+            for key in written:
+                self._blobs.delete(key)
+            raise

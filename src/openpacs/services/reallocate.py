@@ -25,7 +25,7 @@ from openpacs.domain.qa import NOTE, REJECTION_CODES, Edit, EditKind, Operation,
 from openpacs.domain.records import Actor, Origin
 from openpacs.domain.tags import Level
 from openpacs.ports.index import IndexSession, InstancePlace
-from openpacs.services.iocm import REJECTION_TRANSPORT, rejection_code, rejection_note
+from openpacs.services.iocm import REJECTION_TRANSPORT, rejection_code, rejection_note_of
 from openpacs.services.qa_runner import QaRunner
 
 #: what a build function gives: the operation's parameters and the (level, name) it is about
@@ -42,7 +42,7 @@ class Plan:
     edits: list[Edit] = field(default_factory=list)
     uids: list[dict[str, str]] = field(default_factory=list)  # {"level", "old", "new"}
     #: the visible instances whose old identity is retired, by study: they get a 113038 note
-    retired: dict[str, list[str]] = field(default_factory=dict)
+    retired: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
     references: list[str] = field(default_factory=list)
     created: list[dict[str, str]] = field(default_factory=list)
     patients: set[int] = field(default_factory=set)
@@ -181,7 +181,8 @@ class Planner:
             self.plan.uids.append({"level": "IMAGE", "old": old, "new": new})
             self._refs_map[old] = new
             if place.hidden is None:
-                self.plan.retired.setdefault(place.study_instance_uid, []).append(old)
+                reference = (place.series_instance_uid, place.sop_class_uid, old)
+                self.plan.retired.setdefault(place.study_instance_uid, []).append(reference)
 
     # -- the plan -------------------------------------------------------------------------
 
@@ -402,7 +403,9 @@ class ReallocationOps(QaRunner):
                     for study, uids in plan.retired.items()
                 ]
             else:
-                if {s: sorted(u) for s, u in plan.retired.items()} != {s: n[1] for s, n in notes.items()}:
+                if {s: sorted(r[2] for r in refs) for s, refs in plan.retired.items()} != {
+                    s: n[1] for s, n in notes.items()
+                }:
                     raise StateChanged("the objects changed while the operation was prepared: run it again")
                 session.set_hidden([note for note, _ in notes.values()], NOTE, self._clock())
                 summary["rejection_notes"] = [
@@ -419,15 +422,14 @@ class ReallocationOps(QaRunner):
             planner = Planner(session)
             build(planner)
             retired = planner.finish(references=False).retired
-            visible = session.stored_instances(Level.IMAGE, [u for uids in retired.values() for u in uids])
+            # one instance per study gives the note its patient and study attributes
+            firsts = {study: session.stored_instances(Level.IMAGE, [refs[0][2]])[0] for study, refs in retired.items()}
         notes: dict[str, tuple[str, list[str]]] = {}
         try:
-            for study, uids in retired.items():
-                wanted = set(uids)
-                members = [i for i in visible if i.sop_instance_uid in wanted]
-                note, data = rejection_note(members, REJECTION_CODES["113038"], self._clock())
+            for study, refs in retired.items():
+                note, data = rejection_note_of(firsts[study], refs, REJECTION_CODES["113038"], self._clock())
                 self._ingest.store(data, Origin(actor=actor, transport=REJECTION_TRANSPORT, calling_ae=""))
-                notes[study] = (note, sorted(uids))
+                notes[study] = (note, sorted(r[2] for r in refs))
             return self._run(lambda session: plan_operation(session, notes), actor, False, resolves)
         except BaseException:
             for note, _ in notes.values():

@@ -17,6 +17,7 @@ from openpacs.domain.qa import DELETED, NOTE, REJECTION_CODES, Edit, EditKind, O
 from openpacs.domain.records import Actor, Origin
 from openpacs.domain.tags import Level
 from openpacs.ports.index import ChangeRecord, IndexSession, InstanceState
+from openpacs.services import journal
 from openpacs.services.iocm import REJECTION_TRANSPORT, rejection_note
 from openpacs.services.qa_runner import NOUN, QaRunner
 
@@ -112,7 +113,7 @@ class RejectionOps(QaRunner):
         if not reason.strip():
             raise InvalidQuery("a reason is required")
         now = self._clock()
-        with self._index.session(write=not dry_run) as session:
+        with self._journaled() as written, self._index.session(write=not dry_run) as session:
             due = session.hidden_before(
                 [c for c in REJECTION_CODES if c != "113039"] + [DELETED], now - self._purge_after, limit
             )
@@ -143,7 +144,8 @@ class RejectionOps(QaRunner):
             record = self._audit(operation, actor, now)
             record.resources.extend({"level": "IMAGE", "uid": s.sop_instance_uid} for s in due[:100])
             session.add_audit([record])
-            self._journal(operation, now)
+            purged = [s.sop_instance_uid for s in due]
+            written.append(journal.write(self._blobs, operation, now, patients={}, purged_uids=purged))
         log.info("purge %d by %s removed %d instances: %s", operation.id, actor.id, len(due), reason)
         return operation
 

@@ -71,6 +71,10 @@ class SweeperService:
         be about to commit.
         """
         report = SweepReport()
+        with self._index.session() as session:
+            if session.is_empty():
+                # an empty index beside stored objects is one about to be rebuilt from them
+                return report
         now = self._clock()
         cutoff = (now - self._grace).timestamp()
         for hour in range(hours, -1, -1):

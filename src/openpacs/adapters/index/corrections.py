@@ -90,9 +90,12 @@ def counts_of(connection: Connection, level: str, pk: int) -> dict[str, int]:
 
 def add_operation(connection: Connection, operation: Operation, actor: Actor, now: datetime) -> int:
     o = t.qa_operation
+    # an operation replayed from the journal (index rebuild) keeps its key
+    explicit = {} if operation.id is None else {"pk": operation.id}
     pk = connection.execute(
         sa.insert(o)
         .values(
+            **explicit,
             kind=str(operation.kind),
             source=operation.source,
             actor_type=str(actor.type),
@@ -217,3 +220,12 @@ def hidden_before(connection: Connection, states: Sequence[str], before: datetim
         .limit(limit)
     )
     return [InstanceState(*row) for row in rows]
+
+
+def reset_operation_sequence(connection: Connection) -> None:
+    """After operations were inserted with their keys (a rebuild): new ones follow them."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(
+            "SELECT setval(pg_get_serial_sequence('qa_operation', 'pk'), COALESCE(MAX(pk), 1), MAX(pk) IS NOT NULL)"
+            " FROM qa_operation"
+        )

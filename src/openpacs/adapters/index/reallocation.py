@@ -28,6 +28,7 @@ SOP_INSTANCE_UID = "00080018"
 SERIES_INSTANCE_UID = "0020000E"
 #: None written as SQL NULL (an instance without a set of its own), not as JSON null
 _OWN_SET = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+_REFERENCE = '"00081155"'
 _UID_TOKEN = re.compile(r'"([0-9]+(?:\.[0-9]+)+)"')
 
 
@@ -112,17 +113,24 @@ class Reallocation:
         rows = self.connection.execute(
             sa.select(
                 i.c.sop_instance_uid,
+                se.c.series_instance_uid,
+                st.c.study_instance_uid,
                 sa.cast(i.c.header, sa.Text).label("header"),
                 sa.cast(i.c.attrs, sa.Text).label("attrs"),
             )
             .select_from(i.join(se, se.c.pk == i.c.series_pk).join(st, st.c.pk == se.c.study_pk))
             .where(st.c.patient_pk.in_(list(patient_pks)))
         )
-        for uid, header, attrs in rows:
-            # a token scan of the JSON text finds the few candidates without parsing every header
+        for uid, series_uid, study_uid, header, attrs in rows:
+            # every reference holds a Referenced SOP Instance UID (0008,1155): a substring test
+            # drops the other objects, a token scan of the JSON text finds the candidates without
+            # parsing their headers; an object's own UIDs are not references
+            if _REFERENCE not in header and (not attrs or _REFERENCE not in attrs):
+                continue
             tokens = set(_UID_TOKEN.findall(header))
             if attrs:
                 tokens.update(_UID_TOKEN.findall(attrs))
+            tokens -= {uid, series_uid, study_uid}
             if tokens & wanted:
                 merged: dict[str, Any] = orjson.loads(header)
                 if attrs and attrs != "null":
@@ -244,10 +252,11 @@ class Reallocation:
             .where(i.c.pk == sa.bindparam("b_pk"))
             .values(sop_instance_uid=sa.bindparam("b_uid"), attrs=sa.bindparam("b_attrs", type_=_OWN_SET))
         )
-        if updates:
-            # two steps, so that swapping UIDs inside one batch never meets the unique constraint
+        if updates and {new for _, new in pairs} & set(olds):
+            # UIDs swapped inside one batch: two steps, so that none meets the unique constraint
             parked = [{"b_pk": u["b_pk"], "b_uid": f"~{u['b_pk']}", "b_attrs": u["b_attrs"]} for u in updates]
             self.connection.execute(statement, parked)
+        if updates:
             self.connection.execute(statement, updates)
         self._aliases("IMAGE", pairs, now)
 

@@ -440,6 +440,9 @@ class SqlIndexSession:
     def add_operation(self, operation: Operation, actor: Actor, now: datetime) -> int:
         return corrections.add_operation(self.connection, operation, actor, now)
 
+    def reset_operation_sequence(self) -> None:
+        corrections.reset_operation_sequence(self.connection)
+
     def operation(self, pk: int) -> Operation | None:
         return corrections.operation(self.connection, pk)
 
@@ -448,6 +451,9 @@ class SqlIndexSession:
 
     def later_operations(self, objects: Sequence[str], after_pk: int) -> list[int]:
         return corrections.later_operations(self.connection, objects, after_pk)
+
+    def is_empty(self) -> bool:
+        return self.connection.execute(sa.select(t.instance.c.pk).limit(1)).first() is None
 
     def stats(self) -> Stats:
         row = self.connection.execute(

@@ -132,6 +132,15 @@ class FilesystemBlobStore:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def walk(self, prefix: str = "") -> Iterator[tuple[str, float]]:
+        start = self._path(prefix.rstrip("/")) if prefix else self.root
+        for folder, _, files in os.walk(start):
+            relative = os.path.relpath(folder, self.root)
+            for name in files:
+                key = name if relative == "." else f"{relative}/{name}"
+                with contextlib.suppress(FileNotFoundError):
+                    yield key.replace(os.sep, "/"), os.stat(os.path.join(folder, name)).st_mtime
+
     def list_bucket(self, when: datetime) -> Iterator[tuple[str, float]]:
         folder = f"{when:%Y/%m/%d/%H}"
         path = self.root / folder

@@ -54,6 +54,11 @@ class MemoryBlobStore:
         with self._lock:
             return key in self._objects
 
+    def walk(self, prefix: str = "") -> Iterator[tuple[str, float]]:
+        with self._lock:
+            found = [(k, v[1]) for k, v in self._objects.items() if k.startswith(prefix)]
+        yield from found
+
     def list_bucket(self, when: datetime) -> Iterator[tuple[str, float]]:
         prefix = f"{when:%Y/%m/%d/%H}/"
         with self._lock:

@@ -499,3 +499,60 @@ def test_the_resend_policy_can_differ_per_code(tmp_path: Path, database_url: str
             app.ingest.store(second, TEST_ORIGIN)  # safety: refused (the default)
     finally:
         app.close()
+
+
+def test_the_latest_adt_wins_over_earlier_local_edits_which_are_marked(app: Application) -> None:
+    from openpacs.ports.index import AuditRecord
+
+    his = Actor(ActorType.HL7, "HIS^HOSPITAL")
+    study = "1.2.826.0.1.3680043.10.999.1"
+    app.ingest.store(_study(1, "PID1", "DOE^JOHN"), TEST_ORIGIN)
+    local = app.reconcile.update_patient(
+        PatientRef("PID1"), {"PatientName": "DOE^JOHNNY", "PatientSex": "M"}, ADMIN, "the desk's spelling"
+    )
+    found = app.reconcile.provenance(PatientRef("PID1"))["attributes"]
+    assert (found["PatientName"]["source"], found["PatientName"]["operation"]) == ("local", local.id)
+    assert found["PatientBirthDate"] == {"source": "object"}
+
+    adt = app.reconcile.update_patient(
+        PatientRef("PID1"), {"PatientName": "DOE^JOHN^A"}, his, "ADT^A08 MSG00042", provenance="hl7"
+    )
+    assert _studies_of(app, "PID1") == {study: "DOE^JOHN^A"}  # the HIS wins
+    found = app.reconcile.provenance(PatientRef("PID1"))["attributes"]
+    assert (found["PatientName"]["source"], found["PatientName"]["operation"]) == ("hl7", adt.id)
+    assert found["PatientSex"]["source"] == "local"  # the ADT did not carry it
+    with app.index.session() as session:
+        sources = {
+            e["details"]["operation"]: e["details"]["source"]
+            for e in session.audit_entries(0, 1000)
+            if e["action"] == "qa-update-patient"
+        }
+    assert sources == {local.id: "local", adt.id: "hl7"}
+    # a local undo cannot take back what the later ADT set; the ADT is undone only with the override
+    assert local.id is not None and adt.id is not None
+    with pytest.raises(StateChanged) as held:
+        app.reconcile.undo(local.id, ADMIN, "x")
+    assert held.value.operations == [adt.id]
+    with pytest.raises(Conflict):
+        app.reconcile.undo(adt.id, ADMIN, "x")
+    # an undo reports what left the archive since the operation (it recalls nothing)
+    with app.index.session(write=True) as session:
+        session.add_audit(
+            [
+                AuditRecord(
+                    datetime.now(UTC),
+                    Actor(ActorType.DICOM, "WS1@10.0.0.9"),
+                    "move",
+                    "success",
+                    [{"level": "STUDY", "uid": study}],
+                    {"destination": "WS1", "completed": 1},
+                )
+            ]
+        )
+    undone = app.reconcile.undo(adt.id, ADMIN, "the HIS sent the wrong name", override=True)
+    (sent,) = undone.summary["left_the_archive"]["retrievals"]
+    assert (sent["action"], sent["destination"]) == ("move", "WS1")
+    assert _studies_of(app, "PID1") == {study: "DOE^JOHNNY"}
+    assert app.reconcile.provenance(PatientRef("PID1"))["attributes"]["PatientName"]["source"] == "local"
+    with pytest.raises(InvalidQuery):
+        app.reconcile.update_patient(PatientRef("PID1"), {"PatientSex": "F"}, ADMIN, "x", provenance="fax")

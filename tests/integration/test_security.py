@@ -53,6 +53,7 @@ RULES: dict[tuple[str, str], str | set[str]] = {
     **{("post", f"/api/qa/{name}"): ADMIN for name in QA_OPERATIONS},
     ("get", "/api/qa/operations"): ADMIN,
     ("get", "/api/qa/inbox"): ADMIN,
+    ("get", "/api/qa/provenance"): ADMIN,
     ("get", "/api/qa/hidden"): ADMIN,
     ("get", "/api/qa/operations/{operation_id}"): ADMIN,
     ("get", "/api/users"): ADMIN,

@@ -110,6 +110,14 @@ def _show(operation: Operation, dry_run: bool) -> None:
         console.print(f"references rewritten in {len(summary['references_rewritten'])} objects (GSPS, KOS, SR...)")
     if operation.undo_of is not None:
         console.print(f"(undoes operation {operation.undo_of})")
+    left = summary.get("left_the_archive")
+    if left and (left.get("retrieval_count") or left.get("rejection_notes")):
+        console.print(
+            f"left the archive since operation {operation.undo_of}: {left['retrieval_count']} retrievals, "
+            f"{len(left['rejection_notes'])} rejection notes; {left['note']}"
+        )
+        for sent in left["retrievals"][:20]:
+            console.print(f"  {sent['time']} {sent['action']} by {sent['by']} to {sent['destination'] or '-'}")
 
 
 @qa_app.command("update-patient")
@@ -375,6 +383,39 @@ def purge(
     (113039 at once); their files go after storage.deletion_grace_seconds. Final: no undo."""
     _run(config, data_dir, database_url, as_json, dry_run, lambda a: a.reconcile.purge(
         cli_actor(), reason, dry_run=dry_run))  # fmt: skip
+
+
+@qa_app.command("provenance")
+def provenance(
+    patient_id: Annotated[str, typer.Argument(help="The patient's Patient ID.")],
+    issuer: Issuer = None,
+    as_json: JsonOut = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Where each of a patient's values comes from: the objects, a local edit, or HL7 (ADT)."""
+    application = application_from(config, data_dir, database_url)
+    try:
+        found = application.reconcile.provenance(PatientRef(patient_id, issuer))
+    except OpenPacsError as exc:
+        err.print(f"[red]error:[/red] {exc.reason}")
+        raise typer.Exit(1) from exc
+    finally:
+        application.close()
+    if as_json:
+        print(json.dumps(found, indent=2))
+        return
+    table = Table("attribute", "source", "operation", "when", "who")
+    for keyword, origin in found["attributes"].items():
+        table.add_row(
+            keyword,
+            origin["source"],
+            str(origin.get("operation") or ""),
+            origin.get("at") or "",
+            origin.get("actor") or "",
+        )
+    console.print(table)
 
 
 @qa_app.command("hidden")

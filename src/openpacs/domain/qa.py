@@ -44,6 +44,10 @@ class OperationKind(StrEnum):
     UNDO = "undo"
 
 
+#: where an operation comes from: an administrator, the HIS (ADT: owns identity), a peer's note
+SOURCES = ("local", "hl7", "dicom")
+
+
 class EditKind(StrEnum):
     ATTRIBUTE = "attribute"  # one element of a level's attribute set
     IDENTIFIER = "identifier"  # a patient's identifier (value + issuer) replaced

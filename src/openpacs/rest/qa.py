@@ -308,6 +308,16 @@ async def hidden(
     return await run_in_threadpool(services(request).reconcile.hidden, _LEVELS[level], uid)
 
 
+@router.get("/provenance", summary="Where each of a patient's values comes from: the objects, a local edit, HL7")
+async def provenance(
+    request: Request,
+    caller: Corrector,
+    patient_id: Annotated[str, Query(min_length=1, max_length=64)],
+    issuer: Annotated[str | None, Query(max_length=64)] = None,
+) -> dict[str, Any]:
+    return await run_in_threadpool(services(request).reconcile.provenance, PatientRef(patient_id, issuer))
+
+
 @router.get("/inbox", summary="The reconciliation inbox: open identity conflicts")
 async def inbox(request: Request, caller: Corrector) -> list[dict[str, Any]]:
     return await run_in_threadpool(services(request).reconcile.inbox)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from openpacs.domain.errors import Conflict, InvalidQuery, NotFound
-from openpacs.domain.qa import Edit, EditKind, Operation
+from openpacs.domain.qa import SOURCES, Edit, EditKind, Operation
 from openpacs.domain.records import Actor, StoredInstance
 from openpacs.domain.tags import Level
 from openpacs.ports.blobstore import BlobStore
@@ -98,6 +98,8 @@ class QaRunner:
             operation = self._planned(session, plan, resolves)
             if not operation.reason.strip():
                 raise InvalidQuery("a reason is required")
+            if operation.source not in SOURCES:
+                raise InvalidQuery(f"an operation comes from {', '.join(SOURCES)}, not {operation.source!r}")
             qa_edits.check(session, operation.edits)
             patients = journal.patients_of(session, operation.edits)
             qa_edits.apply(session, operation.edits, now)
@@ -145,6 +147,8 @@ class QaRunner:
             resources=resources,
             details={
                 "operation": operation.id,
+                # local edits are marked as such: the ADT source (hl7) wins over them
+                "source": operation.source,
                 "reason": operation.reason,
                 "params": operation.params,
                 "before_after": [e.to_json() for e in operation.edits],

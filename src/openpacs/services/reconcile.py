@@ -26,6 +26,7 @@ from openpacs.domain.records import Actor, Issuer, PatientIdentifier
 from openpacs.domain.tags import Level, key, keyword_of, tag_of, vr_of
 from openpacs.ports.index import IndexSession, PatientRow
 from openpacs.services import qa_edits
+from openpacs.services.provenance import left_the_archive, patient_provenance
 from openpacs.services.reallocate import ReallocationOps
 from openpacs.services.rejection import RejectionOps
 
@@ -100,6 +101,7 @@ class ReconcileService(RejectionOps, ReallocationOps):
         *,
         dry_run: bool = False,
         resolves: Sequence[int] = (),
+        provenance: str = "local",
     ) -> Operation:
         """Change a patient's demographics, and its Patient ID or issuer (the identifier moves too)."""
         self._check_keywords(Level.PATIENT, values)
@@ -121,7 +123,14 @@ class ReconcileService(RejectionOps, ReallocationOps):
                         )
                 edits.append(Edit(EditKind.IDENTIFIER, target, _id_json(old_id), _id_json(new_id)))
             summary = self._summary(session, Level.PATIENT, patient.pk, edits, str(ref))
-            return Operation(OperationKind.UPDATE_PATIENT, reason, {"patient": str(ref), "set": values}, edits, summary)
+            return Operation(
+                OperationKind.UPDATE_PATIENT,
+                reason,
+                {"patient": str(ref), "set": values},
+                edits,
+                summary,
+                source=provenance,
+            )
 
         return self._run(plan, actor, dry_run, resolves)
 
@@ -160,6 +169,7 @@ class ReconcileService(RejectionOps, ReallocationOps):
         *,
         dry_run: bool = False,
         resolves: Sequence[int] = (),
+        provenance: str = "local",
     ) -> Operation:
         """Move every study of *source* to *target*; the source becomes a tombstone pointing to
         the target, so that objects arriving later with the source's ID land on the target."""
@@ -176,12 +186,19 @@ class ReconcileService(RejectionOps, ReallocationOps):
             summary = self._summary(session, Level.PATIENT, src.pk, edits, str(source))
             summary["target"] = {"patient": str(target), "pk": dst.pk, "name": dj.text(dst.attrs, key("PatientName"))}
             params = {"source": str(source), "target": str(target)}
-            return Operation(OperationKind.MERGE_PATIENTS, reason, params, edits, summary)
+            return Operation(OperationKind.MERGE_PATIENTS, reason, params, edits, summary, source=provenance)
 
         return self._run(plan, actor, dry_run, resolves)
 
     def unmerge(
-        self, source: PatientRef, actor: Actor, reason: str, *, dry_run: bool = False, resolves: Sequence[int] = ()
+        self,
+        source: PatientRef,
+        actor: Actor,
+        reason: str,
+        *,
+        dry_run: bool = False,
+        resolves: Sequence[int] = (),
+        provenance: str = "local",
     ) -> Operation:
         """Undo the merge of *source* (a tombstone): its studies go back to it."""
 
@@ -204,7 +221,15 @@ class ReconcileService(RejectionOps, ReallocationOps):
             edits = [e.inverse() for e in reversed(merge.edits)]
             summary = self._summary(session, Level.PATIENT, src.pk, edits, str(source))
             summary["merge"] = merge.id
-            return Operation(OperationKind.UNMERGE, reason, {"source": str(source)}, edits, summary, undo_of=merge.id)
+            return Operation(
+                OperationKind.UNMERGE,
+                reason,
+                {"source": str(source)},
+                edits,
+                summary,
+                undo_of=merge.id,
+                source=provenance,
+            )
 
         return self._run(plan, actor, dry_run, resolves)
 
@@ -217,6 +242,7 @@ class ReconcileService(RejectionOps, ReallocationOps):
         *,
         dry_run: bool = False,
         resolves: Sequence[int] = (),
+        provenance: str = "local",
     ) -> Operation:
         """Attach a study to another patient (study reallocation; every UID kept)."""
 
@@ -233,7 +259,7 @@ class ReconcileService(RejectionOps, ReallocationOps):
             summary["from_patient"] = {"pk": source.pk, "patient_id": dj.text(source.attrs, PATIENT_ID)}
             summary["to_patient"] = {"pk": dst.pk, "patient_id": dj.text(dst.attrs, PATIENT_ID)}
             params = {"study": uid, "to_patient": str(to_patient)}
-            return Operation(OperationKind.MOVE_STUDY, reason, params, edits, summary)
+            return Operation(OperationKind.MOVE_STUDY, reason, params, edits, summary, source=provenance)
 
         return self._run(plan, actor, dry_run, resolves)
 
@@ -264,10 +290,17 @@ class ReconcileService(RejectionOps, ReallocationOps):
             edits = [e.inverse() for e in reversed(original.edits)]
             summary = dict(original.summary)
             summary["undoes"] = operation_id
+            summary["left_the_archive"] = left_the_archive(session, original)
             params = {"operation": operation_id}
             return Operation(OperationKind.UNDO, reason, params, edits, summary, undo_of=operation_id)
 
         return self._run(plan, actor, dry_run)
+
+    def provenance(self, ref: PatientRef) -> dict[str, Any]:
+        """Where each of a patient's values comes from: the object, a local edit, or HL7."""
+        with self._index.session() as session:
+            patient = self._patient(session, ref)
+            return {"patient": str(ref), "pk": patient.pk, "attributes": patient_provenance(session, patient.pk)}
 
     def dismiss_conflicts(
         self, conflicts: Sequence[int], actor: Actor, reason: str, *, dry_run: bool = False

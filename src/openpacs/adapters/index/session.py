@@ -516,6 +516,19 @@ class SqlIndexSession:
         if not updated:
             self.connection.execute(sa.insert(cp).values(name=consumer, seq=seq, updated_at=now))
 
+    def audit_since(self, actions: Sequence[str], since: datetime, limit: int) -> list[dict[str, Any]]:
+        a = t.audit
+        rows = self.connection.execute(
+            sa.select(a).where(a.c.action.in_(list(actions)), a.c.time >= since).order_by(a.c.pk).limit(limit)
+        )
+        out = []
+        for r in rows:
+            entry = dict(r._mapping)
+            entry["time"] = _aware(entry["time"])
+            entry["resources"], entry["details"] = json_value(entry["resources"]), json_value(entry["details"])
+            out.append(entry)
+        return out
+
     def audit_entries(self, since_pk: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
         a = t.audit
         rows = self.connection.execute(sa.select(a).where(a.c.pk > since_pk).order_by(a.c.pk).limit(limit))

@@ -72,3 +72,45 @@ def test_a_coerced_object_has_no_new_error(app: Application, tmp_path: Path, sam
     note_path = tmp_path / "note.dcm"
     note_path.write_bytes(app.outbound.read(stored_note))
     assert not _errors(note_path), _errors(note_path)
+
+
+def test_a_reallocated_object_and_a_rewritten_reference_have_no_new_error(app: Application, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from openpacs.domain.qa import RejectionCode
+    from openpacs.services.iocm import rejection_note
+
+    stored_path = sample_file("CT_small.dcm")
+    stored = pydicom.dcmread(stored_path, stop_before_pixels=True)
+    app.ingest.store(stored_path.read_bytes(), TEST_ORIGIN)
+    other = pydicom.dcmread(sample_file("CT_small.dcm"))
+    other.StudyInstanceUID = other.SeriesInstanceUID = other.SOPInstanceUID = None
+    other.StudyInstanceUID, other.SeriesInstanceUID = f"{stored.StudyInstanceUID}.9", f"{stored.SeriesInstanceUID}.9"
+    other.SOPInstanceUID = f"{stored.SOPInstanceUID}.9"
+    other.file_meta.MediaStorageSOPInstanceUID = other.SOPInstanceUID
+    other_path = tmp_path / "other.dcm"
+    other.save_as(other_path, enforce_file_format=True)
+    app.ingest.store(other_path.read_bytes(), TEST_ORIGIN)
+    # a Key Object Selection in the first study referencing its image
+    with app.index.session() as session:
+        referenced = session.stored_instances(Level.IMAGE, [str(stored.SOPInstanceUID)])
+    kos_uid, kos = rejection_note(referenced, RejectionCode("113000", "Of Interest", ""), datetime.now(UTC))
+    kos_path = tmp_path / "kos.dcm"
+    kos_path.write_bytes(kos)
+    app.ingest.store(kos, TEST_ORIGIN)
+
+    op = app.reconcile.move_series(str(stored.SeriesInstanceUID), str(other.StudyInstanceUID), ADMIN, "wrong study")
+    new = {u["old"]: u["new"] for u in op.summary["uids"]}
+    moved = next(i for i in app.retrieve.instances(str(other.StudyInstanceUID)) if i.sop_instance_uid in new.values())
+    kos_instance = next(
+        i for i in app.retrieve.instances(str(stored.StudyInstanceUID)) if i.sop_instance_uid == kos_uid
+    )
+    for instance, original_path in ((moved, stored_path), (kos_instance, kos_path)):
+        syntax, data = app.outbound.encode(instance, (EXPLICIT_LE,))
+        path = tmp_path / f"{instance.sop_instance_uid}.dcm"
+        path.write_bytes(encode_file_meta(syntax, instance.sop_class_uid, instance.sop_instance_uid, "") + data)
+        coerced = pydicom.dcmread(path, stop_before_pixels=True)
+        assert "OriginalAttributesSequence" in coerced
+        new_errors = _errors(path) - _errors(original_path)
+        assert not new_errors, (instance.sop_instance_uid, new_errors)
+    assert pydicom.dcmread(tmp_path / f"{moved.sop_instance_uid}.dcm").SOPInstanceUID == new[str(stored.SOPInstanceUID)]

@@ -32,6 +32,9 @@ from openpacs.ports.blobstore import BlobStore
 from openpacs.ports.peers import OutgoingInstance
 
 
+_CONTENT_SEQUENCE = 0x0040A730
+
+
 class CannotEncode(OpenPacsError):
     """No transfer syntax the peer accepts can carry this instance without loss."""
 
@@ -126,6 +129,13 @@ class OutboundService:
         replacements = dj.to_dataset(changes)
         modified = Dataset()
         for element in replacements:
+            if element.tag == _CONTENT_SEQUENCE:
+                # an SR content tree with rewritten references: its previous version is not copied
+                # into Modified Attributes Sequence, where readers (dciodvfy) take it for content of
+                # the document whose references the evidence no longer lists; the evidence
+                # sequence's previous value (every old reference) is kept
+                ds[element.tag] = element
+                continue
             if element.tag in ds:
                 modified.add(ds[element.tag])
             else:

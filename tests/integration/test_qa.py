@@ -12,7 +12,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from conftest import ServerProcess, run_dcmtk
+from conftest import ServerProcess, StoreScp, run_dcmtk
 from web import accounts_of, dicomweb
 
 pytestmark = pytest.mark.usefixtures("dcmtk")
@@ -266,3 +266,39 @@ def test_series_moved_to_another_study_shows_new_uids_everywhere_and_undo_restor
     _get(server, first.StudyInstanceUID, tmp_path / "again")
     assert next((tmp_path / "again").iterdir()).read_bytes() == next((tmp_path / "before").iterdir()).read_bytes()
     assert before.SOPInstanceUID == first.SOPInstanceUID
+
+
+def test_merged_studies_go_out_by_movescu_under_new_uids_and_undo_sends_the_old_bytes(
+    server: ServerProcess, tmp_path: Path, storescp: StoreScp
+) -> None:
+    patient = f"QW{generate_uid()[-8:]}"
+    first = _store(server, tmp_path, patient, "MERGE^STUDIES")
+    second = _store(server, tmp_path, patient, "MERGE^STUDIES")
+    server.cli("node", "add", f"mv{patient[-6:]}", "--ae-title", "MOVESCU", "--host", "127.0.0.1", "--port", "104",
+               check=False)  # fmt: skip
+    server.cli("node", "add", f"dest{patient[-6:]}", "--ae-title", storescp.ae_title, "--host", "127.0.0.1",
+               "--port", str(storescp.port), check=False)  # fmt: skip
+
+    def move(study: str) -> dict[str, pydicom.Dataset]:
+        for path in storescp.files():
+            path.unlink()
+        out = run_dcmtk(
+            "movescu", "-v", "-S", "-aet", "MOVESCU", "-aec", server.ae_title, "-aem", storescp.ae_title,
+            "127.0.0.1", str(server.dicom_port), "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
+        ).stderr  # fmt: skip
+        assert "Received Final Move Response (Success)" in out, out
+        files = storescp.files()
+        return {str(pydicom.dcmread(p).SOPInstanceUID): pydicom.dcmread(p) for p in files}
+
+    before = move(first.StudyInstanceUID)
+    op = _qa(server, "merge-studies", first.StudyInstanceUID, second.StudyInstanceUID, "--reason", "one examination")
+    new = {u["old"]: u["new"] for u in op["summary"]["uids"]}
+    merged = move(second.StudyInstanceUID)
+    assert set(merged) == {second.SOPInstanceUID, new[first.SOPInstanceUID]}
+    moved = merged[new[first.SOPInstanceUID]]
+    assert (moved.StudyInstanceUID, moved.SeriesInstanceUID) == (second.StudyInstanceUID, new[first.SeriesInstanceUID])
+    assert "OriginalAttributesSequence" in moved
+    _qa(server, "undo", str(op["id"]), "--reason", "two examinations after all")
+    after = move(first.StudyInstanceUID)
+    assert set(after) == set(before) and after[first.SOPInstanceUID] == before[first.SOPInstanceUID]
+    assert "OriginalAttributesSequence" not in after[first.SOPInstanceUID]

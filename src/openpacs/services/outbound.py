@@ -31,7 +31,6 @@ from openpacs.domain.records import StoredInstance
 from openpacs.ports.blobstore import BlobStore
 from openpacs.ports.peers import OutgoingInstance
 
-
 _CONTENT_SEQUENCE = 0x0040A730
 
 

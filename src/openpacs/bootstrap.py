@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -16,16 +17,22 @@ from typing import Any
 
 from openpacs.adapters.index.engine import SqlIndex
 from openpacs.adapters.storage.filesystem import FilesystemBlobStore
+from openpacs.dicomweb.peer import StowClient
 from openpacs.dimse.peer import DimsePeer
 from openpacs.dimse.scp import DimseServices
 from openpacs.dimse.server import DimseConfig, DimseServer
+from openpacs.domain.errors import OpenPacsError
+from openpacs.domain.jobs import JobKind
 from openpacs.domain.records import Actor, ActorType, Issuer, Node
+from openpacs.domain.rules import Action, ActionKind, Condition, Rule, RuleEvent
 from openpacs.ports.blobstore import BlobStore
 from openpacs.services.archive import ArchiveService
 from openpacs.services.commit import GroupCommitter
 from openpacs.services.deletion import DeletionService
+from openpacs.services.forwarding import ForwardExecutor
 from openpacs.services.importer import ImportService
 from openpacs.services.ingest import IngestPolicy, IngestService
+from openpacs.services.jobs import JobRunner, JobService, JobSettings
 from openpacs.services.network import NetworkService
 from openpacs.services.nodes import NodeService
 from openpacs.services.outbound import OutboundService, PartService
@@ -35,6 +42,8 @@ from openpacs.services.rebuild import RebuildService
 from openpacs.services.reconcile import ReconcileService
 from openpacs.services.rendering import RenderService
 from openpacs.services.retrieve import RetrieveService
+from openpacs.services.routing import RoutingService
+from openpacs.services.routing import RoutingSettings as RoutingServiceSettings
 from openpacs.services.sweeper import SweeperService
 from openpacs.services.users import LoginPolicy, UserService
 from openpacs.settings import Settings, default_viewer_dir
@@ -71,6 +80,9 @@ class Application:
     rendering: RenderService
     reconcile: ReconcileService
     rebuild: RebuildService
+    runner: JobRunner
+    jobs: JobService
+    routing: RoutingService
     _closed: bool = field(default=False)
 
     def close(self) -> None:
@@ -119,6 +131,23 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
         ae_title=settings.ae_title, max_pdu=settings.dicom.max_pdu_length, timeout=settings.dicom.dimse_timeout
     )
     outbound = OutboundService(blobs, ae_title=settings.ae_title, clock=utcnow)
+    routing_settings = settings.routing
+    stow_headers = {"Authorization": f"Bearer {routing_settings.stow_token}"} if routing_settings.stow_token else {}
+    runner = JobRunner(
+        index,
+        executors={
+            JobKind.FORWARD: ForwardExecutor(
+                index, outbound, peer, clock=utcnow, stow=StowClient(outbound.encode, headers=stow_headers)
+            )
+        },
+        settings=JobSettings(
+            workers=routing_settings.workers,
+            retry_base=routing_settings.retry_base_seconds,
+            retry_max=routing_settings.retry_max_seconds,
+        ),
+        clock=utcnow,
+        holder=f"{settings.effective_node_name}:{os.getpid()}",
+    )
     return Application(
         settings=settings,
         index=index,
@@ -166,7 +195,70 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
             deletion_grace=timedelta(seconds=settings.storage.deletion_grace_seconds),
         ),
         rebuild=RebuildService(index, blobs, ingest, clock=utcnow),
+        runner=runner,
+        jobs=JobService(index, clock=utcnow, wake=runner.wake),
+        routing=RoutingService(
+            index,
+            settings=RoutingServiceSettings(stable_after=timedelta(seconds=routing_settings.stable_after_seconds)),
+            clock=utcnow,
+            wake=runner.wake,
+        ),
     )
+
+
+def seed_routes(app: Application) -> None:
+    """Create the routing rules of the configuration file that the database does not have yet."""
+    rules = []
+    for seed in app.settings.routes:
+        try:
+            action = (
+                Action(ActionKind.STOW, url=seed.stow_url, transfer_syntax=seed.transfer_syntax)
+                if seed.stow_url
+                else Action(ActionKind.FORWARD, node=seed.to, transfer_syntax=seed.transfer_syntax)
+            )
+            conditions = [Condition.parse(text) for text in seed.when]
+        except OpenPacsError as exc:
+            log.error("routing rule %s of the configuration is not usable: %s", seed.name, exc.reason)
+            continue
+        rules.append(
+            Rule(seed.name, RuleEvent(seed.on), conditions, [action], priority=seed.priority, source="configuration")
+        )
+    if rules:
+        app.routing.seed(rules, Actor(ActorType.SYSTEM, "configuration"))
+
+
+class Dispatcher:
+    """The change-feed listeners and the stability timer, held by a database lease (one
+    process at a time); the job workers run in every process."""
+
+    LEASE = "change-feed"
+
+    def __init__(self, app: Application, interval: float = 0.25) -> None:
+        self._app = app
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="change-feed", daemon=True)
+        self._holder = f"{app.settings.effective_node_name}:{id(self)}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        with contextlib.suppress(Exception):
+            self._app.index.release_lease(self.LEASE, self._holder)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self._app.index.try_lease(self.LEASE, self._holder, ttl_seconds=30):
+                    self._app.routing.mark_stable()
+                    while self._app.routing.consume() and not self._stop.is_set():
+                        pass
+            except Exception:
+                log.exception("change-feed dispatch failed")
+            self._stop.wait(self._interval)
 
 
 def seed_nodes(app: Application) -> None:
@@ -183,6 +275,7 @@ def seed_nodes(app: Application) -> None:
             allow_move_destination=n.allow_move_destination,
             check_host=n.check_host,
             default_issuer=n.default_issuer,
+            max_associations=n.max_associations,
         )
         for n in app.settings.nodes
     ]
@@ -281,6 +374,8 @@ def http_app(app: Application, dicom_port: int) -> Any:
             parts=app.parts,
             rendering=app.rendering,
             reconcile=app.reconcile,
+            jobs=app.jobs,
+            routing=app.routing,
         )
     )
 
@@ -325,6 +420,10 @@ def serve(settings: Settings) -> None:
     dimse.start()
     housekeeping = Housekeeping(app)
     housekeeping.start()
+    seed_routes(app)
+    dispatcher = Dispatcher(app)
+    dispatcher.start()
+    app.runner.start()
     server = _Server(
         uvicorn.Config(
             http_app(app, dimse.port),
@@ -356,6 +455,8 @@ def serve(settings: Settings) -> None:
             runner.run(main())
     finally:
         dimse.stop()
+        dispatcher.stop()
+        app.runner.stop()
         housekeeping.stop()
         app.close()
         log.info("stopped")

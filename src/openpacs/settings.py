@@ -149,6 +149,34 @@ class QaSettings(BaseModel):
     )
 
 
+class RoutingSettings(BaseModel):
+    """Routing and the job queue (issue 5)."""
+
+    stable_after_seconds: float = Field(
+        60.0, gt=0, description="A study is stable (complete) this long after its last instance."
+    )
+    workers: int = Field(4, ge=1, le=64, description="Job workers of this process (forwarding, retrieval).")
+    retry_base_seconds: float = Field(2.0, gt=0, description="First wait before a job is tried again.")
+    retry_max_seconds: float = Field(
+        300.0, gt=0, description="Longest wait between tries (the wait doubles up to this)."
+    )
+    stow_token: str = Field("", description="Bearer token sent with STOW-RS forwarding (empty: none).")
+
+
+class RouteSeed(BaseModel):
+    """A routing rule created on start when no rule of that name exists yet."""
+
+    name: str = Field(description="Unique name of the rule.")
+    to: str = Field("", description="Node to forward to by C-STORE.")
+    stow_url: str = Field("", description="DICOMweb service to forward to by STOW-RS (instead of to).")
+    when: list[str] = Field(
+        default_factory=list, description="Conditions: Keyword=wildcard, Keyword==exact, Keyword~=regex."
+    )
+    on: Literal["instance", "stable"] = Field("instance", description="Fire per instance or on study stable.")
+    transfer_syntax: str = Field("", description="Send in this transfer syntax (lossless transcoding).")
+    priority: int = Field(0, description="Higher first.")
+
+
 class NodeSeed(BaseModel):
     """A DICOM node created on start when no node of that name exists yet."""
 
@@ -162,6 +190,7 @@ class NodeSeed(BaseModel):
     allow_move_destination: bool = Field(True, description="It may be the destination of a C-MOVE.")
     check_host: bool = Field(False, description="Refuse associations with its AE title from other addresses.")
     default_issuer: str = Field("", description="Issuer of Patient ID for its objects that carry none.")
+    max_associations: int = Field(2, ge=1, le=64, description="Forwarding jobs to it that may run at once.")
 
 
 #: the OHIF viewer release the setup command installs (npm package @ohif/app)
@@ -241,6 +270,8 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings, description="HTTP service.")  # type: ignore[arg-type]
     qa: QaSettings = Field(default_factory=QaSettings, description="Corrections.")  # type: ignore[arg-type]
     nodes: list[NodeSeed] = Field(default_factory=list, description="DICOM nodes seeded on start.")
+    routing: RoutingSettings = Field(default_factory=RoutingSettings, description="Routing and jobs.")  # type: ignore[arg-type]
+    routes: list[RouteSeed] = Field(default_factory=list, description="Routing rules seeded on start.")
 
     @field_validator("ae_title")
     @classmethod

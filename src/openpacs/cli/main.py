@@ -29,6 +29,7 @@ from openpacs.cli.common import (
     settings_from,
 )
 from openpacs.cli.qa import qa_app
+from openpacs.cli.routing import jobs_app, route_app
 from openpacs.cli.users import user_app
 from openpacs.domain.errors import OpenPacsError
 from openpacs.domain.records import Node
@@ -40,6 +41,8 @@ app.add_typer(node_app, name="node")
 app.add_typer(db_app, name="db")
 app.add_typer(user_app, name="user")
 app.add_typer(qa_app, name="qa")
+app.add_typer(route_app, name="route")
+app.add_typer(jobs_app, name="jobs")
 
 
 @app.command()
@@ -98,6 +101,9 @@ def node_add(
     check_host: Annotated[bool, typer.Option("--check-host", help="Accept its AE title only from its host.")] = False,
     default_issuer: Annotated[str, typer.Option("--default-issuer", help="Issuer of Patient ID for its objects.")] = "",
     description: Annotated[str, typer.Option("--description", help="Free text.")] = "",
+    max_associations: Annotated[
+        int, typer.Option("--max-associations", min=1, max=64, help="Forwarding jobs to it that may run at once.")
+    ] = 2,
     data_dir: DataDir = None,
     config: ConfigFile = None,
     database_url: DatabaseUrl = None,
@@ -118,6 +124,7 @@ def node_add(
                 check_host=check_host,
                 default_issuer=default_issuer,
                 description=description,
+                max_associations=max_associations,
             ),
             cli_actor(),
         )

@@ -149,6 +149,7 @@ class Node:
     check_host: bool = False
     default_issuer: str = ""
     description: str = ""
+    max_associations: int = 2  # forwarding jobs to it that may run at once (issue 5)
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,10 @@ class StoredInstance:
     level_values: dict[str, Any] | None = None
     #: the instance's own set: a new SOP Instance UID, references rewritten (issue 4); {}: none
     instance_attrs: dict[str, Any] = field(default_factory=dict)
+    pk: int = 0  # the index's key (routing ranges)
+    source_ae_title: str = ""  # the calling AE title of the association that stored it
+    called_ae_title: str = ""
+    hidden: str | None = None
 
     @cached_property
     def header(self) -> dict[str, Any]:

@@ -30,6 +30,7 @@ class Permission(StrEnum):
     CHANGES = "changes"  # read the change feed
     SYSTEM = "system"  # system information
     RECONCILE = "reconcile"  # corrections of identity (openpacs qa, /api/qa)
+    ROUTING = "routing"  # routing rules, jobs and alerts (/api/routes, /api/jobs, /api/alerts)
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {

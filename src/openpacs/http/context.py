@@ -10,6 +10,7 @@ from fastapi import Request
 from openpacs.services.archive import ArchiveService
 from openpacs.services.deletion import DeletionService
 from openpacs.services.ingest import IngestService
+from openpacs.services.jobs import JobService
 from openpacs.services.network import NetworkService
 from openpacs.services.nodes import NodeService
 from openpacs.services.outbound import OutboundService, PartService
@@ -17,6 +18,7 @@ from openpacs.services.query import QueryService
 from openpacs.services.reconcile import ReconcileService
 from openpacs.services.rendering import RenderService
 from openpacs.services.retrieve import RetrieveService
+from openpacs.services.routing import RoutingService
 from openpacs.services.users import UserService
 
 
@@ -51,6 +53,8 @@ class HttpServices:
     parts: PartService
     rendering: RenderService
     reconcile: ReconcileService
+    jobs: JobService
+    routing: RoutingService
 
 
 def services(request: Request) -> HttpServices:

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from openpacs.domain.jobs import Job, JobState, Parked
 from openpacs.domain.matching import Query
 from openpacs.domain.qa import Operation
 from openpacs.domain.records import (
@@ -25,6 +26,7 @@ from openpacs.domain.records import (
     Stats,
     StoredInstance,
 )
+from openpacs.domain.rules import Rule
 from openpacs.domain.tags import Level
 from openpacs.domain.users import Role, User
 
@@ -99,6 +101,7 @@ class NewInstance:
     received_at: datetime
     blob: BlobRef
     checksum: str
+    called_ae_title: str = ""
 
 
 @dataclass
@@ -251,8 +254,55 @@ class ReallocationStore(Protocol):
     def recount(self, study_uids: Collection[str]) -> None: ...
 
 
+class JobStore(Protocol):
+    """The job queue, study stability and alerts (issue 5)."""
+
+    def enqueue(self, job: Job, slots: int, dedupe_key: str, pks: Sequence[int], now: datetime) -> int: ...
+    def add(self, job: Job, slots: int, now: datetime) -> int: ...
+    def claim(self, holder: str, now: datetime, lease: timedelta) -> Job | None: ...
+    def job(self, pk: int) -> Job | None: ...
+    def range_of(self, pk: int) -> tuple[int, int | None]: ...
+    def jobs(self, state: str | None, limit: int, before: int | None) -> list[Job]: ...
+    def heartbeat(self, pk: int, holder: str, progress: dict[str, Any], now: datetime, lease: timedelta) -> str: ...
+    def finish(
+        self,
+        pk: int,
+        holder: str,
+        state: JobState,
+        progress: dict[str, Any],
+        now: datetime,
+        *,
+        error: str = "",
+        next_attempt_at: datetime | None = None,
+        reset_attempts: bool = False,
+    ) -> None: ...
+    def set_state(self, pk: int, state: JobState, allowed_from: Sequence[JobState], now: datetime) -> bool: ...
+    def park(self, pk: int, items: Sequence[tuple[str, str, str]], now: datetime) -> None: ...
+    def parked(self, pk: int) -> list[Parked]: ...
+    def counts(self) -> dict[str, int]: ...
+    def touch_studies(self, study_uids: Sequence[str], due: datetime) -> None: ...
+    def take_stable(self, now: datetime, limit: int) -> list[str]: ...
+    def add_alert(self, kind: str, message: str, details: dict[str, Any], now: datetime) -> None: ...
+    def alerts(self, limit: int, open_only: bool) -> list[dict[str, Any]]: ...
+    def acknowledge_alert(self, pk: int, now: datetime) -> bool: ...
+
+
+class RuleStore(Protocol):
+    """Routing rules (issue 5)."""
+
+    def rules(self) -> list[Rule]: ...
+    def rule(self, name: str) -> Rule | None: ...
+    def add_rule(self, rule: Rule, now: datetime) -> None: ...
+    def remove_rule(self, name: str) -> bool: ...
+
+
 class IndexSession(Protocol):
     """One unit of work on the index."""
+
+    @property
+    def jobs(self) -> JobStore: ...
+    @property
+    def rules(self) -> RuleStore: ...
 
     @property
     def accounts(self) -> AccountStore: ...
@@ -288,8 +338,16 @@ class IndexSession(Protocol):
     def find(
         self, query: Query, *, fold_names: bool, limit: int | None = None, offset: int = 0
     ) -> Iterator[MatchRow]: ...
-    def stored_instances(self, level: Level, uids: Sequence[str], *, hidden: bool = False) -> list[StoredInstance]:
-        """The visible instances under studies, series or instances (with *hidden*, all of them)."""
+    def stored_instances(
+        self,
+        level: Level,
+        uids: Sequence[str],
+        *,
+        hidden: bool = False,
+        pk_range: tuple[int, int, Sequence[int]] | None = None,
+    ) -> list[StoredInstance]:
+        """The visible instances under studies, series or instances (with *hidden*, all of them);
+        with *pk_range* (after, upto, extra keys), those with after < key <= upto or in extra."""
         ...
 
     def remove(self, level: Level, uid: str) -> Removal:

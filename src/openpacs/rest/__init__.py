@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from openpacs.rest import archive, nodes, qa, session, system, users
+from openpacs.rest import archive, jobs, nodes, qa, routes, session, system, users
 
 
 def router() -> APIRouter:
@@ -16,4 +16,6 @@ def router() -> APIRouter:
     api.include_router(nodes.router)
     api.include_router(archive.router)
     api.include_router(qa.router)
+    api.include_router(routes.router)
+    api.include_router(jobs.router)
     return api

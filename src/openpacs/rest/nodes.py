@@ -32,6 +32,7 @@ class NodeModel(BaseModel):
     check_host: bool = False
     default_issuer: str = Field(default="", max_length=64)
     description: str = Field(default="", max_length=400)
+    max_associations: int = Field(default=2, ge=1, le=64, description="Forwarding jobs to it that may run at once.")
 
 
 class EchoResult(BaseModel):

@@ -381,6 +381,7 @@ class IngestService:
             transfer_syntax_uid=parsed.transfer_syntax_uid,
             header=parsed.header,
             source_ae_title=origin.calling_ae,
+            called_ae_title=origin.called_ae,
             received_at=batch.now,
             blob=blob,
             checksum=checksum,

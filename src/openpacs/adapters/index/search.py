@@ -283,7 +283,12 @@ def find_rows(
 
 
 def load_stored_instances(
-    connection: Connection, level: Level, uids: Sequence[str], *, hidden: bool = False
+    connection: Connection,
+    level: Level,
+    uids: Sequence[str],
+    *,
+    hidden: bool = False,
+    pk_range: tuple[int, int, Sequence[int]] | None = None,
 ) -> list[StoredInstance]:
     """Every visible instance under the given studies, series or instances, in study/series/instance
     order; with *hidden*, the rejected and soft-deleted ones too (what administrators see)."""
@@ -308,9 +313,13 @@ def load_stored_instances(
     for chunk in iter_chunks(list(uids)):
         select = (
             sa.select(
+                i.c.pk,
                 i.c.sop_instance_uid,
                 i.c.sop_class_uid,
                 i.c.instance_number,
+                i.c.source_ae_title,
+                i.c.called_ae_title,
+                i.c.rejection,
                 sa.cast(i.c.header, sa.Text).label("header"),
                 i.c.level_values,
                 sa.cast(i.c.attrs, sa.Text).label("instance_attrs"),
@@ -334,6 +343,11 @@ def load_stored_instances(
             )
             .where(column.in_(list(chunk)))
             .where(sa.true() if hidden else i.c.rejection.is_(None))
+            .where(
+                sa.true()
+                if pk_range is None
+                else ((i.c.pk > pk_range[0]) & (i.c.pk <= pk_range[1])) | i.c.pk.in_(list(pk_range[2]))
+            )
             .order_by(s.c.pk, se.c.series_number, se.c.pk, i.c.instance_number, i.c.pk)
         )
         for r in connection.execute(select):
@@ -353,6 +367,10 @@ def load_stored_instances(
                     series_attrs=parsed(r.series_attrs),
                     instance_attrs=orjson.loads(r.instance_attrs) or {} if r.instance_attrs else {},
                     instance_number=r.instance_number,
+                    pk=int(r.pk),
+                    source_ae_title=r.source_ae_title,
+                    called_ae_title=r.called_ae_title,
+                    hidden=r.rejection,
                     received_at=r.received_at
                     if r.received_at is None or r.received_at.tzinfo
                     else r.received_at.replace(tzinfo=UTC),

@@ -15,6 +15,7 @@ from openpacs.adapters.index import statements as q
 from openpacs.adapters.index import tables as t
 from openpacs.adapters.index.accounts import Accounts
 from openpacs.adapters.index.fast import FastStatements, json_value
+from openpacs.adapters.index.jobs import JobTable, RuleTable
 from openpacs.adapters.index.reallocation import Reallocation
 from openpacs.adapters.index.removal import Removed
 from openpacs.adapters.index.search import find_rows, load_stored_instances
@@ -61,6 +62,8 @@ class SqlIndexSession:
         self._fast = fast
         self.accounts = Accounts(connection)
         self.reallocation = Reallocation(connection)
+        self.jobs = JobTable(connection)
+        self.rules = RuleTable(connection)
 
     def _run(self, statement: Any, values: dict[str, Any]) -> Any:
         return self._fast.execute(self.connection, statement, values)
@@ -204,6 +207,7 @@ class SqlIndexSession:
                     "header": r.header,
                     "level_values": level_elements(r.header),
                     "source_ae_title": r.source_ae_title[:16],
+                    "called_ae_title": r.called_ae_title[:16],
                     "received_at": r.received_at,
                 },
             ).scalar_one()
@@ -231,6 +235,7 @@ class SqlIndexSession:
                 header=row.header,
                 level_values=level_elements(row.header),
                 source_ae_title=row.source_ae_title[:16],
+                called_ae_title=row.called_ae_title[:16],
                 received_at=row.received_at,
             )
         )
@@ -403,8 +408,15 @@ class SqlIndexSession:
     def find(self, query: Query, *, fold_names: bool, limit: int | None = None, offset: int = 0) -> Iterator[MatchRow]:
         return find_rows(self.connection, self._fast, query, fold_names=fold_names, limit=limit, offset=offset)
 
-    def stored_instances(self, level: Level, uids: Sequence[str], *, hidden: bool = False) -> list[StoredInstance]:
-        return load_stored_instances(self.connection, level, uids, hidden=hidden)
+    def stored_instances(
+        self,
+        level: Level,
+        uids: Sequence[str],
+        *,
+        hidden: bool = False,
+        pk_range: tuple[int, int, Sequence[int]] | None = None,
+    ) -> list[StoredInstance]:
+        return load_stored_instances(self.connection, level, uids, hidden=hidden, pk_range=pk_range)
 
     def remove(self, level: Level, uid: str) -> Removed:
         return removal.remove(self.connection, level, uid)
@@ -589,6 +601,7 @@ class SqlIndexSession:
             check_host=row.check_host,
             default_issuer=row.default_issuer,
             description=row.description,
+            max_associations=row.max_associations,
         )
 
     def nodes(self) -> list[Node]:
@@ -616,6 +629,7 @@ class SqlIndexSession:
                 check_host=node.check_host,
                 default_issuer=node.default_issuer,
                 description=node.description,
+                max_associations=node.max_associations,
                 created_at=now,
                 updated_at=now,
             )
@@ -634,6 +648,7 @@ class SqlIndexSession:
             "check_host": node.check_host,
             "default_issuer": node.default_issuer,
             "description": node.description,
+            "max_associations": node.max_associations,
             "updated_at": now,
         }
         return bool(self.connection.execute(sa.update(t.node).where(t.node.c.name == name).values(values)).rowcount)

@@ -146,6 +146,8 @@ instance = sa.Table(
     sa.Column("rejection", sa.String(16), nullable=True),
     sa.Column("rejected_at", Timestamp, nullable=True),
     sa.Column("source_ae_title", sa.String(16), nullable=False, server_default=""),
+    # the called AE title of the association that stored it (routing conditions)
+    sa.Column("called_ae_title", sa.String(16), nullable=False, server_default=""),
     sa.Column("received_at", Timestamp, nullable=False),
     sa.Index(None, "series_pk", "instance_number"),
 )
@@ -250,6 +252,8 @@ node = sa.Table(
     sa.Column("description", sa.String(400), nullable=False, server_default=""),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("updated_at", Timestamp, nullable=False),
+    # how many associations (forwarding jobs) to it may run at once
+    sa.Column("max_associations", sa.Integer, nullable=False, server_default="2"),
 )
 
 lease = sa.Table(
@@ -337,4 +341,83 @@ uid_alias = sa.Table(
     sa.Column("new_uid", sa.String(64), nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Index(None, "new_uid"),
+)
+
+job = sa.Table(
+    "job",
+    metadata,
+    sa.Column("pk", BigKey, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    # the destination: jobs of one queue share its slots (at most ``slots`` run at once)
+    sa.Column("queue", sa.String(300), nullable=False),
+    sa.Column("slots", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
+    # rule|destination|study: one pending job per key; instance keys after_pk < pk <= upto_pk
+    sa.Column("dedupe_key", sa.String(500), nullable=False, server_default=""),
+    sa.Column("study_instance_uid", sa.String(64), nullable=False, server_default=""),
+    sa.Column("after_pk", BigKey, nullable=True),
+    sa.Column("upto_pk", BigKey, nullable=True),
+    sa.Column("params", Json, nullable=False),
+    sa.Column("progress", Json, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text, nullable=False, server_default=""),
+    sa.Column("holder", sa.String(200), nullable=False, server_default=""),
+    sa.Column("lease_expires_at", Timestamp, nullable=True),
+    sa.Column("next_attempt_at", Timestamp, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Column("finished_at", Timestamp, nullable=True),
+    sa.Index(None, "state", "next_attempt_at"),
+    sa.Index(None, "queue", "state"),
+    sa.Index(None, "dedupe_key"),
+    sa.Index(None, "study_instance_uid"),
+)
+
+job_parked = sa.Table(
+    "job_parked",
+    metadata,
+    sa.Column("pk", BigKey, primary_key=True, autoincrement=True),
+    sa.Column("job_pk", BigKey, sa.ForeignKey("job.pk", ondelete="CASCADE"), nullable=False),
+    sa.Column("sop_instance_uid", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, server_default=""),
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index(None, "job_pk"),
+)
+
+route_rule = sa.Table(
+    "route_rule",
+    metadata,
+    sa.Column("pk", BigKey, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("event", sa.String(16), nullable=False),
+    sa.Column("conditions", Json, nullable=False),
+    sa.Column("actions", Json, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("description", sa.String(400), nullable=False, server_default=""),
+    sa.Column("source", sa.String(16), nullable=False, server_default="api"),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+)
+
+study_stability = sa.Table(
+    "study_stability",
+    metadata,
+    sa.Column("study_instance_uid", sa.String(64), primary_key=True),
+    sa.Column("due_at", Timestamp, nullable=False),
+    sa.Index(None, "due_at"),
+)
+
+alert = sa.Table(
+    "alert",
+    metadata,
+    sa.Column("pk", BigKey, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("details", Json, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("acknowledged_at", Timestamp, nullable=True),
+    sa.Index(None, "created_at"),
 )

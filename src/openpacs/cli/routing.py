@@ -1,0 +1,223 @@
+"""``openpacs route ...`` and ``openpacs jobs ...``: routing rules and the job queue, with the
+names and meaning of ``/api/routes`` and ``/api/jobs``. Same ``--data-dir``/``--config``
+as ``serve``; effective for a running server without a restart."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.table import Table
+
+from openpacs import bootstrap
+from openpacs.cli.common import ConfigFile, DatabaseUrl, DataDir, JsonOut, application_from, cli_actor, console, err
+from openpacs.domain.errors import OpenPacsError
+from openpacs.domain.jobs import Job
+from openpacs.domain.rules import Action, ActionKind, Condition, Rule, RuleEvent
+
+route_app = typer.Typer(help="Routing rules: what is forwarded where, and when.", no_args_is_help=True)
+jobs_app = typer.Typer(help="The job queue: forwarding (and later retrieval, migration).", no_args_is_help=True)
+
+T = TypeVar("T")
+
+
+def _with_app(config: Any, data_dir: Any, database_url: Any, action: Callable[[bootstrap.Application], T]) -> T:
+    application = application_from(config, data_dir, database_url)
+    try:
+        return action(application)
+    except OpenPacsError as exc:
+        err.print(f"[red]error:[/red] {exc.reason}")
+        raise typer.Exit(1) from exc
+    finally:
+        application.close()
+
+
+@route_app.command("add")
+def route_add(
+    name: Annotated[str, typer.Argument(help="Unique name of the rule.")],
+    to: Annotated[str, typer.Option("--to", help="Node to forward to (C-STORE).")] = "",
+    stow_url: Annotated[str, typer.Option("--stow-url", help="DICOMweb service to forward to (STOW-RS).")] = "",
+    when: Annotated[
+        list[str], typer.Option("--when", help="KEYWORD=wildcard, KEYWORD==exact or KEYWORD~=regex; repeat.")
+    ] = [],  # noqa: B006 (typer's list option)
+    on: Annotated[str, typer.Option("--on", help="instance (each one as it arrives) or stable (the study).")] = (
+        "instance"
+    ),
+    transfer_syntax: Annotated[str, typer.Option("--transfer-syntax", help="Send in this syntax (UID).")] = "",
+    priority: Annotated[int, typer.Option("--priority", help="Higher first.")] = 0,
+    description: Annotated[str, typer.Option("--description", help="Free text.")] = "",
+    as_json: JsonOut = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Add a rule; a running server applies it to what arrives next."""
+    if bool(to) == bool(stow_url):
+        err.print("[red]error:[/red] give --to NODE or --stow-url URL")
+        raise typer.Exit(2)
+    if on not in ("instance", "stable"):
+        err.print("[red]error:[/red] --on is instance or stable")
+        raise typer.Exit(2)
+
+    def add(app: bootstrap.Application) -> Rule:
+        action = (
+            Action(ActionKind.FORWARD, node=to, transfer_syntax=transfer_syntax)
+            if to
+            else Action(ActionKind.STOW, url=stow_url, transfer_syntax=transfer_syntax)
+        )
+        conditions = [Condition.parse(text) for text in when]
+        rule = Rule(name, RuleEvent(on), conditions, [action], priority=priority, description=description)
+        return app.routing.add(rule, cli_actor())
+
+    rule = _with_app(config, data_dir, database_url, add)
+    if as_json:
+        print(json.dumps(rule.to_json(), indent=2))
+        return
+    console.print(f"rule {rule.name} added")
+
+
+@route_app.command("list")
+def route_list(
+    as_json: JsonOut = False, data_dir: DataDir = None, config: ConfigFile = None, database_url: DatabaseUrl = None
+) -> None:
+    """The rules, highest priority first."""
+    rules = _with_app(config, data_dir, database_url, lambda app: app.routing.rules())
+    if as_json:
+        print(json.dumps([r.to_json() for r in rules], indent=2))
+        return
+    table = Table("name", "on", "when", "to", "syntax", "priority", "enabled")
+    for rule in rules:
+        conditions = " ".join(f"{c.keyword}{_OPS[str(c.kind)]}{c.pattern}" for c in rule.conditions)
+        targets = ", ".join(a.node or a.url for a in rule.actions)
+        syntaxes = ", ".join(a.transfer_syntax for a in rule.actions if a.transfer_syntax)
+        table.add_row(rule.name, str(rule.event), conditions, targets, syntaxes, str(rule.priority), str(rule.enabled))
+    console.print(table)
+
+
+_OPS = {"wildcard": "=", "exact": "==", "regex": "~="}
+
+
+@route_app.command("remove")
+def route_remove(
+    name: Annotated[str, typer.Argument(help="The rule.")],
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Remove a rule (jobs it queued go on)."""
+    _with_app(config, data_dir, database_url, lambda app: app.routing.remove(name, cli_actor()))
+    console.print(f"rule {name} removed")
+
+
+@route_app.command("test")
+def route_test(
+    study: Annotated[str, typer.Argument(help="Study Instance UID of a stored study.")],
+    as_json: JsonOut = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Which rules the study would trigger, and for how many of its instances; sends nothing."""
+    found = _with_app(config, data_dir, database_url, lambda app: app.routing.test(study))
+    if as_json:
+        print(json.dumps(found, indent=2))
+        return
+    table = Table("rule", "on", "fires", "instances", "to")
+    for entry in found:
+        targets = ", ".join(a.get("node") or a.get("url", "") for a in entry["actions"])
+        fires = "yes" if entry["fires"] else "no"
+        table.add_row(entry["rule"], entry["event"], fires, f"{entry['instances']} of {entry['of']}", targets)
+    console.print(table)
+
+
+def _job_row(table: Table, job: Job) -> None:
+    progress = job.progress
+    done = f"{progress.get('position', 0)}/{progress.get('total', '?')}" if progress else ""
+    table.add_row(
+        str(job.pk),
+        str(job.kind),
+        job.queue,
+        str(job.state),
+        job.study_instance_uid,
+        done,
+        str(progress.get("parked", 0)) if progress else "0",
+        str(job.attempts),
+        job.last_error[:60],
+    )
+
+
+@jobs_app.command("list")
+def jobs_list(
+    state: Annotated[str | None, typer.Option("--state", help="pending, running, paused, done, failed...")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 50,
+    as_json: JsonOut = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """The jobs, newest first, and how many there are in each state."""
+    found, counts = _with_app(
+        config, data_dir, database_url, lambda app: (app.jobs.jobs(state, limit), app.jobs.counts())
+    )
+    if as_json:
+        print(json.dumps({"counts": counts, "jobs": [j.to_json() for j in found]}, indent=2))
+        return
+    table = Table("id", "kind", "to", "state", "study", "sent", "parked", "tries", "last error")
+    for job in found:
+        _job_row(table, job)
+    console.print(table)
+    console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no jobs")
+
+
+@jobs_app.command("show")
+def jobs_show(
+    job_id: Annotated[int, typer.Argument(help="The job.")],
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """A job in full (JSON), with the instances its destination refused."""
+    print(json.dumps(_with_app(config, data_dir, database_url, lambda app: app.jobs.show(job_id)), indent=2))
+
+
+def _change(verb: str, doc: str) -> None:
+    def command(
+        job_id: Annotated[int, typer.Argument(help="The job.")],
+        data_dir: DataDir = None,
+        config: ConfigFile = None,
+        database_url: DatabaseUrl = None,
+    ) -> None:
+        job = _with_app(config, data_dir, database_url, lambda app: getattr(app.jobs, verb)(job_id, cli_actor()))
+        console.print(f"job {job.pk} is {job.state}")
+
+    command.__doc__ = doc
+    jobs_app.command(verb)(command)
+
+
+_change("retry", "Run a failed or waiting job again now.")
+_change("cancel", "Cancel a job (what it sent stays sent).")
+_change("pause", "Pause a job; resume takes it up where it stopped.")
+_change("resume", "Resume a paused job.")
+
+
+@jobs_app.command("alerts")
+def jobs_alerts(
+    open_only: Annotated[bool, typer.Option("--open", help="Only those not acknowledged.")] = False,
+    as_json: JsonOut = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Alerts: instances a destination refused, jobs that failed."""
+    found = _with_app(config, data_dir, database_url, lambda app: app.jobs.alerts(200, open_only))
+    if as_json:
+        print(json.dumps(found, indent=2))
+        return
+    table = Table("id", "when", "kind", "message", "acknowledged")
+    for alert in found:
+        table.add_row(
+            str(alert["id"]), alert["created_at"], alert["kind"], alert["message"], alert["acknowledged_at"] or ""
+        )
+    console.print(table)

@@ -1,0 +1,58 @@
+"""Jobs under /api/jobs and alerts under /api/alerts (admins), as ``openpacs jobs ...``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+
+from openpacs.domain.users import Permission
+from openpacs.http.auth import Principal, require
+from openpacs.http.context import services
+
+router = APIRouter(tags=["jobs"])
+Operator = Annotated[Principal, Depends(require(Permission.ROUTING))]
+States = Literal["pending", "running", "paused", "done", "failed", "cancelled"]
+
+
+@router.get("/api/jobs", summary="The jobs, newest first")
+async def list_jobs(
+    request: Request,
+    caller: Operator,
+    state: Annotated[States | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[int | None, Query(ge=1)] = None,
+) -> dict[str, Any]:
+    svc = services(request).jobs
+    found = await run_in_threadpool(svc.jobs, state, limit, before)
+    return {"counts": await run_in_threadpool(svc.counts), "jobs": [j.to_json() for j in found]}
+
+
+@router.get("/api/jobs/{job_id}", summary="A job, with the instances it parked")
+async def show_job(job_id: int, request: Request, caller: Operator) -> dict[str, Any]:
+    return await run_in_threadpool(services(request).jobs.show, job_id)
+
+
+@router.post("/api/jobs/{job_id}/{action}", summary="retry, cancel, pause or resume a job")
+async def change_job(
+    job_id: int, action: Literal["retry", "cancel", "pause", "resume"], request: Request, caller: Operator
+) -> dict[str, Any]:
+    svc = services(request).jobs
+    method = {"retry": svc.retry, "cancel": svc.cancel, "pause": svc.pause, "resume": svc.resume}[action]
+    return (await run_in_threadpool(method, job_id, caller.actor)).to_json()
+
+
+@router.get("/api/alerts", summary="Alerts (parked instances, failed jobs), newest first")
+async def list_alerts(
+    request: Request,
+    caller: Operator,
+    open_only: Annotated[bool, Query(alias="open")] = False,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[dict[str, Any]]:
+    return await run_in_threadpool(services(request).jobs.alerts, limit, open_only)
+
+
+@router.post("/api/alerts/{alert_id}/acknowledge", summary="Acknowledge an alert", status_code=204)
+async def acknowledge_alert(alert_id: int, request: Request, caller: Operator) -> None:
+    await run_in_threadpool(services(request).jobs.acknowledge, alert_id, caller.actor)

@@ -1,0 +1,78 @@
+"""Routing rules under /api/routes (admins), the same as ``openpacs route ...``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from openpacs.domain.rules import Action, ActionKind, Condition, MatchKind, Rule, RuleEvent
+from openpacs.domain.users import Permission
+from openpacs.http.auth import Principal, require
+from openpacs.http.context import services
+
+router = APIRouter(prefix="/api/routes", tags=["routing"])
+Router = Annotated[Principal, Depends(require(Permission.ROUTING))]
+
+
+class ConditionModel(BaseModel):
+    keyword: str = Field(min_length=1, max_length=64, description="DICOM keyword, CallingAETitle or CalledAETitle.")
+    pattern: str = Field(max_length=1000)
+    kind: Literal["exact", "wildcard", "regex"] = "wildcard"
+
+
+class ActionModel(BaseModel):
+    kind: Literal["forward", "stow"] = "forward"
+    node: str = Field(default="", max_length=64, description="forward: the node to C-STORE to.")
+    url: str = Field(default="", max_length=1000, description="stow: the DICOMweb service root URL.")
+    transfer_syntax: str = Field(default="", max_length=64, pattern=r"^([0-9]+(\.[0-9]+)*)?$")
+
+
+class RuleModel(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    event: Literal["instance", "stable"] = "instance"
+    conditions: list[ConditionModel] = Field(default_factory=list, max_length=50)
+    actions: list[ActionModel] = Field(min_length=1, max_length=10)
+    enabled: bool = True
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    description: str = Field(default="", max_length=400)
+
+
+@router.get("", summary="List the routing rules")
+async def list_rules(request: Request, caller: Router) -> list[dict[str, Any]]:
+    return [r.to_json() for r in await run_in_threadpool(services(request).routing.rules)]
+
+
+@router.post("", summary="Add a routing rule (effective at once)", status_code=201)
+async def add_rule(body: RuleModel, request: Request, caller: Router) -> dict[str, Any]:
+    rule = Rule(
+        name=body.name,
+        event=RuleEvent(body.event),
+        conditions=[Condition.of(c.keyword, c.pattern, MatchKind(c.kind)) for c in body.conditions],
+        actions=[Action(ActionKind(a.kind), a.node, a.url, a.transfer_syntax) for a in body.actions],
+        enabled=body.enabled,
+        priority=body.priority,
+        description=body.description,
+    )
+    return (await run_in_threadpool(services(request).routing.add, rule, caller.actor)).to_json()
+
+
+@router.get("/test", summary="Which rules a stored study would trigger (nothing is sent)")
+async def test_rules(
+    request: Request,
+    caller: Router,
+    study: Annotated[str, Query(min_length=1, max_length=64, pattern=r"^[0-9]+(\.[0-9]+)*$")],
+) -> list[dict[str, Any]]:
+    return await run_in_threadpool(services(request).routing.test, study)
+
+
+@router.get("/{name}", summary="Show a routing rule")
+async def get_rule(name: str, request: Request, caller: Router) -> dict[str, Any]:
+    return (await run_in_threadpool(services(request).routing.rule, name)).to_json()
+
+
+@router.delete("/{name}", summary="Remove a routing rule", status_code=204)
+async def remove_rule(name: str, request: Request, caller: Router) -> None:
+    await run_in_threadpool(services(request).routing.remove, name, caller.actor)

@@ -1,0 +1,170 @@
+"""Forwarding jobs: the instances of one study to one destination, in instance order, over
+one association (C-STORE, PS3.4 B.2) or in STOW-RS requests (PS3.18 10.5).
+
+A job covers a range of the study's instance keys (``domain/jobs.py``). It sends what is
+left of it from ``progress.position``, so that a retry after the destination came back
+does not start over; delivery is at least once. The answers a destination gives to an
+instance it already holds (success, a warning, 0x0111 Duplicate SOP Instance) count as
+delivered; an instance it refuses for itself (a poison instance) is parked with its
+status and the reason, an alert is raised, and the rest goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from openpacs.domain import transfer_syntaxes as tsx
+from openpacs.domain.errors import PeerError
+from openpacs.domain.records import StoredInstance
+from openpacs.domain.rules import Action, ActionKind, Rule, RuleEvent
+from openpacs.domain.tags import Level
+from openpacs.ports.index import Index
+from openpacs.ports.peers import DicomPeer, OutgoingInstance, PeerAddress
+from openpacs.services.jobs import Outcome, Run, Verdict
+from openpacs.services.outbound import OutboundService
+from openpacs.services.routing import conditions_of, values_of
+
+log = logging.getLogger(__name__)
+
+#: answers that say the destination holds the instance already
+_DUPLICATE = ("status 0x0111",)
+_CHUNK = 200  # instances per association round before the lease is renewed
+
+
+class ForwardExecutor:
+    """Runs ``forward`` jobs; one per worker at a time, thread-safe."""
+
+    def __init__(
+        self,
+        index: Index,
+        outbound: OutboundService,
+        peer: DicomPeer,
+        *,
+        clock: Callable[[], datetime],
+        stow: Callable[[str, list[StoredInstance], tuple[str, ...]], dict[str, str]] | None = None,
+    ) -> None:
+        self._index = index
+        self._outbound = outbound
+        self._peer = peer
+        self._clock = clock
+        self._stow = stow
+
+    def __call__(self, run: Run) -> Outcome:
+        job = run.job
+        assert job.pk is not None
+        action = Action.from_json(job.params["action"])
+        with self._index.session() as session:
+            after, upto = session.jobs.range_of(job.pk)
+            extra = [int(p) for p in job.params.get("extra_pks", [])]
+            instances = session.stored_instances(
+                Level.STUDY, [job.study_instance_uid], hidden=True, pk_range=(after, upto or after, extra)
+            )
+            node = session.node(action.node) if action.kind is ActionKind.FORWARD else None
+        rule = Rule("job", RuleEvent(job.params.get("event", "instance")), conditions_of(job.params["conditions"]), [])
+        keywords = rule.keywords()
+        # visible instances and rejection notes, in instance order
+        todo = [
+            i
+            for i in instances
+            if (i.hidden is None or i.hidden == "rejection-note") and rule.matches(values_of(i, keywords))
+        ]
+        progress = run.progress
+        progress.setdefault("position", 0)
+        progress["total"] = len(todo)
+        for name in ("sent", "warnings", "duplicates", "parked"):
+            progress.setdefault(name, 0)
+        if action.kind is ActionKind.FORWARD and node is None:
+            return Outcome(Verdict.FAILED, f"node {action.node!r} no longer exists")
+        accepted = (action.transfer_syntax,) if action.transfer_syntax else None
+        start = int(progress["position"])
+        progressed = False
+        while start < len(todo):
+            if not run.beat():
+                return Outcome(Verdict.RETRY, "paused or stopped", progressed)
+            chunk = todo[start : start + _CHUNK]
+            try:
+                if action.kind is ActionKind.FORWARD:
+                    assert node is not None
+                    failures, interrupted = self._send(
+                        PeerAddress(node.ae_title, node.host, node.port), chunk, accepted, progress
+                    )
+                else:
+                    if self._stow is None:
+                        return Outcome(Verdict.FAILED, "STOW-RS forwarding is not available")
+                    failures, interrupted = self._stow(action.url, chunk, accepted or ()), ""
+                    progress["sent"] += len(chunk) - len(failures)
+            except PeerError as exc:
+                return Outcome(Verdict.RETRY, exc.reason, progressed)
+            delivered = len(chunk) if not interrupted else _attempted(chunk, failures, interrupted)
+            parked = [(uid, _status(reason), reason) for uid, reason in failures.items() if reason != interrupted]
+            now = self._clock()
+            with self._index.session(write=True) as session:
+                if parked:
+                    session.jobs.park(job.pk, parked, now)
+                    session.jobs.add_alert(
+                        "instance-parked",
+                        f"{len(parked)} instances of study {job.study_instance_uid} refused by {job.queue}: "
+                        f"{parked[0][2]}",
+                        {"job": job.pk, "study": job.study_instance_uid, "instances": [p[0] for p in parked[:100]]},
+                        now,
+                    )
+            progress["parked"] += len(parked)
+            start += delivered
+            progress["position"] = start
+            progressed = progressed or delivered > 0
+            run.beat()
+            if interrupted:
+                return Outcome(Verdict.RETRY, interrupted, progressed)
+        return Outcome(Verdict.DONE)
+
+    def _send(
+        self,
+        peer: PeerAddress,
+        chunk: list[StoredInstance],
+        accepted: tuple[str, ...] | None,
+        progress: dict[str, int],
+    ) -> tuple[dict[str, str], str]:
+        """C-STORE a chunk over one association: (refusals, the reason it ended early or '')."""
+        outgoing = [self._outgoing(i, accepted) for i in chunk]
+        result = self._peer.send(peer, outgoing)
+        failures: dict[str, str] = {}
+        progress["sent"] += len(result.completed) + len(result.warnings)
+        progress["warnings"] += len(result.warnings)
+        interrupted = ""
+        for uid, reason in result.failed.items():
+            if reason.startswith(_DUPLICATE):
+                progress["duplicates"] += 1
+                progress["sent"] += 1
+            elif reason.startswith("association with"):
+                interrupted = reason
+                failures[uid] = reason
+            else:
+                failures[uid] = reason
+        return failures, interrupted
+
+    def _outgoing(self, instance: StoredInstance, accepted: tuple[str, ...] | None) -> OutgoingInstance:
+        if accepted is None:
+            return self._outbound.outgoing(instance)
+        wanted = accepted
+        # the rule's syntax is offered with the stored one as a fallback only when it is lossless
+        syntax = wanted[0] if tsx.choose(instance.transfer_syntax_uid, wanted) else instance.transfer_syntax_uid
+        return OutgoingInstance(
+            sop_class_uid=instance.sop_class_uid,
+            sop_instance_uid=instance.sop_instance_uid,
+            transfer_syntax_uid=syntax,
+            data=lambda offered: self._outbound.encode(instance, tuple(s for s in offered if s in wanted) or offered),
+        )
+
+
+def _attempted(chunk: list[StoredInstance], failures: dict[str, str], interrupted: str) -> int:
+    """How many of the chunk were answered before the association ended."""
+    for n, instance in enumerate(chunk):
+        if failures.get(instance.sop_instance_uid) == interrupted:
+            return n
+    return len(chunk)
+
+
+def _status(reason: str) -> str:
+    return reason.split(":", maxsplit=1)[0].removeprefix("status ")[:16]

@@ -1,0 +1,242 @@
+"""Routing: rules stored in the index, the change-feed listener that turns stored instances
+and stable studies into forwarding jobs, and the study stability timer.
+
+ARCHITECTURE.md section 4: the ``changes`` table is the outbox. The listener reads it
+from its checkpoint (``consumer_checkpoint`` row ``routing``) and, in the same
+transaction that moves the checkpoint on, enqueues the jobs and marks the studies
+touched; after a crash it resumes from the checkpoint, and enqueueing the same instance
+twice changes nothing (a job covers a range of instance keys per rule, destination and
+study). A study is stable ``routing.stable_after_seconds`` after its last instance;
+the timer turns due studies into ``study_stable`` changes of the feed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from openpacs.domain import dicom_json as dj
+from openpacs.domain.errors import Conflict, InvalidQuery, NotFound
+from openpacs.domain.jobs import Job, JobKind
+from openpacs.domain.records import Actor, StoredInstance
+from openpacs.domain.rules import Action, ActionKind, Condition, Rule, RuleEvent
+from openpacs.domain.tags import Level, tag_of
+from openpacs.ports.index import AuditRecord, ChangeRecord, Index, IndexSession
+from openpacs.services.outbound import coerced_header
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "routing"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_STORED = ("instance_stored", "instance_replaced")
+
+
+def values_of(instance: StoredInstance, keywords: set[str]) -> dict[str, list[str]]:
+    """The values the conditions name, as text (an object's values after coercion)."""
+    out: dict[str, list[str]] = {}
+    header: dict[str, Any] | None = None
+    for keyword in keywords:
+        if keyword == "CallingAETitle":
+            out[keyword] = [instance.source_ae_title]
+        elif keyword == "CalledAETitle":
+            out[keyword] = [instance.called_ae_title]
+        elif keyword == "SOPClassUID":
+            out[keyword] = [instance.sop_class_uid]
+        else:
+            if header is None:
+                header = coerced_header(instance)
+            text = dj.multi_text(header, f"{tag_of(keyword):08X}")
+            out[keyword] = text.split("\\") if text else []
+    return out
+
+
+@dataclass(frozen=True)
+class RoutingSettings:
+    stable_after: timedelta
+    batch: int = 1000
+
+
+class RoutingService:
+    """Rules (add, list, remove, test), the listener and the stability timer; thread-safe."""
+
+    def __init__(
+        self, index: Index, *, settings: RoutingSettings, clock: Callable[[], datetime], wake: Callable[[], None]
+    ) -> None:
+        self._index = index
+        self._settings = settings
+        self._clock = clock
+        self._wake = wake  # tells the local job workers that work may be waiting
+
+    # -- rules ----------------------------------------------------------------------------
+
+    def rules(self) -> list[Rule]:
+        with self._index.session() as session:
+            return session.rules.rules()
+
+    def rule(self, name: str) -> Rule:
+        with self._index.session() as session:
+            found = session.rules.rule(name)
+        if found is None:
+            raise NotFound(f"no routing rule named {name!r}")
+        return found
+
+    def add(self, rule: Rule, actor: Actor) -> Rule:
+        """Store a rule; effective for the next change the listener reads (no restart)."""
+        if not _NAME.match(rule.name):
+            raise InvalidQuery("a rule name has 1 to 64 letters, digits, '.', '_' or '-'")
+        if not rule.actions:
+            raise InvalidQuery("a rule needs an action (--to NODE)")
+        now = self._clock()
+        with self._index.session(write=True) as session:
+            for action in rule.actions:
+                if action.kind is ActionKind.FORWARD and session.node(action.node) is None:
+                    raise NotFound(f"no node named {action.node!r}: add it first (openpacs node add)")
+                if action.kind is ActionKind.STOW and not action.url.startswith(("http://", "https://")):
+                    raise InvalidQuery(f"{action.url!r} is not an http(s) URL of a DICOMweb service")
+            if session.rules.rule(rule.name) is not None:
+                raise Conflict(f"a routing rule named {rule.name!r} exists already")
+            session.rules.add_rule(rule, now)
+            session.add_audit([AuditRecord(now, actor, "route-add", "success", [], rule.to_json())])
+            found = session.rules.rule(rule.name)
+        assert found is not None
+        log.info("routing rule %s added by %s", rule.name, actor.id)
+        return found
+
+    def remove(self, name: str, actor: Actor) -> None:
+        now = self._clock()
+        with self._index.session(write=True) as session:
+            if not session.rules.remove_rule(name):
+                raise NotFound(f"no routing rule named {name!r}")
+            session.add_audit([AuditRecord(now, actor, "route-remove", "success", [], {"name": name})])
+
+    def seed(self, rules: Sequence[Rule], actor: Actor) -> None:
+        """Rules of the configuration file that the database does not have yet."""
+        with self._index.session() as session:
+            known = {r.name for r in session.rules.rules()}
+        for rule in rules:
+            if rule.name not in known:
+                try:
+                    self.add(rule, actor)
+                except (InvalidQuery, NotFound, Conflict) as exc:
+                    log.error("routing rule %s of the configuration is not usable: %s", rule.name, exc.reason)
+
+    def test(self, study_uid: str) -> list[dict[str, Any]]:
+        """Which rules a stored study would trigger, and for how many instances; sends nothing."""
+        with self._index.session() as session:
+            instances = [i for i in session.stored_instances(Level.STUDY, [study_uid], hidden=True) if _sendable(i)]
+            rules = [r for r in session.rules.rules() if r.enabled]
+        if not instances:
+            raise NotFound(f"no study {study_uid}")
+        out = []
+        for rule in rules:
+            keywords = rule.keywords()
+            if rule.event is RuleEvent.STABLE:
+                matched = len(instances) if rule.matches(values_of(instances[0], keywords)) else 0
+            else:
+                matched = sum(1 for i in instances if rule.matches(values_of(i, keywords)))
+            out.append(
+                {
+                    "rule": rule.name,
+                    "event": str(rule.event),
+                    "fires": matched > 0,
+                    "instances": matched,
+                    "of": len(instances),
+                    "actions": [a.to_json() for a in rule.actions],
+                }
+            )
+        return out
+
+    # -- the listener -----------------------------------------------------------------------
+
+    def consume(self) -> int:
+        """Read one batch of the change feed; returns how many changes were read."""
+        now = self._clock()
+        with self._index.session(write=True) as session:
+            checkpoint = session.checkpoint(CONSUMER)
+            changes = session.changes_since(checkpoint, self._settings.batch)
+            if not changes:
+                return 0
+            stored = [c.resource for c in changes if c.change_type in _STORED]
+            stable = [c.resource for c in changes if c.change_type == "study_stable"]
+            rules = [r for r in session.rules.rules() if r.enabled]
+            enqueued = 0
+            if stored:
+                instances = [i for i in session.stored_instances(Level.IMAGE, stored, hidden=True) if _sendable(i)]
+                session.jobs.touch_studies([i.study_instance_uid for i in instances], now + self._settings.stable_after)
+                enqueued += self._route(session, [r for r in rules if r.event is RuleEvent.INSTANCE], instances, now)
+            if stable:
+                enqueued += self._route_stable(session, [r for r in rules if r.event is RuleEvent.STABLE], stable, now)
+            session.set_checkpoint(CONSUMER, changes[-1].seq, now)
+        if enqueued:
+            self._wake()
+        return len(changes)
+
+    def _route(self, session: IndexSession, rules: list[Rule], instances: list[StoredInstance], now: datetime) -> int:
+        wanted: dict[tuple[str, Action, str], list[int]] = {}
+        for instance in instances:
+            for rule in rules:
+                if rule.matches(values_of(instance, rule.keywords())):
+                    for action in rule.actions:
+                        wanted.setdefault((rule.name, action, instance.study_instance_uid), []).append(instance.pk)
+        by_name = {r.name: r for r in rules}
+        for (name, action, study), pks in wanted.items():
+            self._enqueue(session, by_name[name], action, study, pks, now)
+        return len(wanted)
+
+    def _route_stable(self, session: IndexSession, rules: list[Rule], studies: list[str], now: datetime) -> int:
+        count = 0
+        for study in studies:
+            instances = [i for i in session.stored_instances(Level.STUDY, [study], hidden=True) if _sendable(i)]
+            if not instances:
+                continue
+            for rule in rules:
+                if rule.matches(values_of(instances[0], rule.keywords())):
+                    for action in rule.actions:
+                        self._enqueue(session, rule, action, study, [i.pk for i in instances], now)
+                        count += 1
+        return count
+
+    @staticmethod
+    def _enqueue(session: IndexSession, rule: Rule, action: Action, study: str, pks: list[int], now: datetime) -> None:
+        slots = 1
+        if action.kind is ActionKind.FORWARD:
+            node = session.node(action.node)
+            slots = node.max_associations if node is not None else 1
+        job = Job(
+            kind=JobKind.FORWARD,
+            queue=action.destination,
+            params={
+                "rule": rule.name,
+                "event": str(rule.event),
+                "action": action.to_json(),
+                # a stable rule sends the whole study; an instance rule what matches its conditions
+                "conditions": [c.to_json() for c in rule.conditions] if rule.event is RuleEvent.INSTANCE else [],
+            },
+            priority=rule.priority,
+            study_instance_uid=study,
+        )
+        session.jobs.enqueue(job, slots, f"{rule.name}|{action.destination}|{study}", pks, now)
+
+    # -- stability ------------------------------------------------------------------------
+
+    def mark_stable(self) -> int:
+        """Studies without a new instance for ``stable_after``: a ``study_stable`` change each."""
+        now = self._clock()
+        with self._index.session(write=True) as session:
+            due = session.jobs.take_stable(now, 1000)
+            if due:
+                session.add_changes([ChangeRecord("study_stable", Level.STUDY, uid) for uid in due], now)
+        return len(due)
+
+
+def _sendable(instance: StoredInstance) -> bool:
+    """What routing may send: visible instances, and rejection notes (peers must learn of them)."""
+    return instance.hidden is None or instance.hidden == "rejection-note"
+
+
+def conditions_of(data: list[dict[str, str]]) -> list[Condition]:
+    return [Condition.of(c["keyword"], c["pattern"], c["kind"]) for c in data]

@@ -62,6 +62,7 @@ RULES: dict[tuple[str, str], str | set[str]] = {
     ("get", "/api/jobs"): ADMIN,
     ("get", "/api/jobs/{job_id}"): ADMIN,
     ("post", "/api/jobs/{job_id}/{action}"): ADMIN,
+    ("post", "/api/jobs/forward"): ADMIN,
     ("get", "/api/alerts"): ADMIN,
     ("post", "/api/alerts/{alert_id}/acknowledge"): ADMIN,
     ("get", "/api/qa/hidden"): ADMIN,

@@ -171,6 +171,29 @@ def jobs_list(
     console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no jobs")
 
 
+@jobs_app.command("forward")
+def jobs_forward(
+    study: Annotated[str, typer.Argument(help="Study Instance UID of a stored study.")],
+    to: Annotated[str, typer.Option("--to", help="The node to send it to.")],
+    transfer_syntax: Annotated[str, typer.Option("--transfer-syntax", help="Send in this syntax (UID).")] = "",
+    as_json: JsonOut = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Send a stored study to a node, as a job that a running server carries out."""
+    job = _with_app(
+        config,
+        data_dir,
+        database_url,
+        lambda app: app.jobs.forward(study, to, cli_actor(), transfer_syntax=transfer_syntax),
+    )
+    if as_json:
+        print(json.dumps(job.to_json(), indent=2))
+        return
+    console.print(f"job {job.pk}: {study} to {to} ({job.state})")
+
+
 @jobs_app.command("show")
 def jobs_show(
     job_id: Annotated[int, typer.Argument(help="The job.")],

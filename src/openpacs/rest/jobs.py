@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
 
 from openpacs.domain.users import Permission
 from openpacs.http.auth import Principal, require
@@ -27,6 +28,21 @@ async def list_jobs(
     svc = services(request).jobs
     found = await run_in_threadpool(svc.jobs, state, limit, before)
     return {"counts": await run_in_threadpool(svc.counts), "jobs": [j.to_json() for j in found]}
+
+
+class ForwardRequest(BaseModel):
+    study: str = Field(min_length=1, max_length=64, pattern=r"^[0-9]+(\.[0-9]+)*$")
+    node: str = Field(min_length=1, max_length=64)
+    transfer_syntax: str = Field(default="", max_length=64, pattern=r"^([0-9]+(\.[0-9]+)*)?$")
+
+
+@router.post("/api/jobs/forward", summary="Send a stored study to a node (a forwarding job)", status_code=202)
+async def forward(body: ForwardRequest, request: Request, caller: Operator) -> dict[str, Any]:
+    svc = services(request).jobs
+    job = await run_in_threadpool(
+        lambda: svc.forward(body.study, body.node, caller.actor, transfer_syntax=body.transfer_syntax)
+    )
+    return job.to_json()
 
 
 @router.get("/api/jobs/{job_id}", summary="A job, with the instances it parked")

@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 #: answers that say the destination holds the instance already
 _DUPLICATE = ("status 0x0111",)
-_CHUNK = 200  # instances per association round before the lease is renewed
 
 
 class ForwardExecutor:
@@ -79,59 +78,62 @@ class ForwardExecutor:
             return Outcome(Verdict.FAILED, f"node {action.node!r} no longer exists")
         accepted = (action.transfer_syntax,) if action.transfer_syntax else None
         start = int(progress["position"])
-        progressed = False
-        while start < len(todo):
-            if not run.beat():
-                return Outcome(Verdict.RETRY, "paused or stopped", progressed)
-            chunk = todo[start : start + _CHUNK]
-            try:
-                if action.kind is ActionKind.FORWARD:
-                    assert node is not None
-                    failures, interrupted = self._send(
-                        PeerAddress(node.ae_title, node.host, node.port), chunk, accepted, progress
-                    )
-                else:
-                    if self._stow is None:
-                        return Outcome(Verdict.FAILED, "STOW-RS forwarding is not available")
-                    failures, interrupted = self._stow(action.url, chunk, accepted or ()), ""
-                    progress["sent"] += len(chunk) - len(failures)
-            except PeerError as exc:
-                return Outcome(Verdict.RETRY, exc.reason, progressed)
-            delivered = len(chunk) if not interrupted else _attempted(chunk, failures, interrupted)
-            parked = [(uid, _status(reason), reason) for uid, reason in failures.items() if reason != interrupted]
-            now = self._clock()
+        remaining = todo[start:]
+        if not remaining:
+            return Outcome(Verdict.DONE)
+        if not run.beat():
+            return Outcome(Verdict.RETRY, "paused or stopped")
+        try:
+            if action.kind is ActionKind.FORWARD:
+                assert node is not None
+                address = PeerAddress(node.ae_title, node.host, node.port)
+                failures, interrupted, attempted = self._send(address, remaining, accepted, run)
+            else:
+                if self._stow is None:
+                    return Outcome(Verdict.FAILED, "STOW-RS forwarding is not available")
+                failures, interrupted, attempted = self._stow_all(action.url, remaining, accepted or (), run)
+        except PeerError as exc:
+            return Outcome(Verdict.RETRY, exc.reason)
+        parked = [(uid, _status(reason), reason) for uid, reason in failures.items() if reason != interrupted]
+        now = self._clock()
+        if parked:
             with self._index.session(write=True) as session:
-                if parked:
-                    session.jobs.park(job.pk, parked, now)
-                    session.jobs.add_alert(
-                        "instance-parked",
-                        f"{len(parked)} instances of study {job.study_instance_uid} refused by {job.queue}: "
-                        f"{parked[0][2]}",
-                        {"job": job.pk, "study": job.study_instance_uid, "instances": [p[0] for p in parked[:100]]},
-                        now,
-                    )
-            progress["parked"] += len(parked)
-            start += delivered
-            progress["position"] = start
-            progressed = progressed or delivered > 0
-            run.beat()
-            if interrupted:
-                return Outcome(Verdict.RETRY, interrupted, progressed)
+                session.jobs.park(job.pk, parked, now)
+                session.jobs.add_alert(
+                    "instance-parked",
+                    f"{len(parked)} instances of study {job.study_instance_uid} refused by {job.queue}: {parked[0][2]}",
+                    {"job": job.pk, "study": job.study_instance_uid, "instances": [p[0] for p in parked[:100]]},
+                    now,
+                )
+        progress["parked"] += len(parked)
+        progress["position"] = start + attempted
+        run.beat()
+        if interrupted or progress["position"] < len(todo):
+            return Outcome(Verdict.RETRY, interrupted or "paused or stopped", attempted > 0)
         return Outcome(Verdict.DONE)
 
     def _send(
-        self,
-        peer: PeerAddress,
-        chunk: list[StoredInstance],
-        accepted: tuple[str, ...] | None,
-        progress: dict[str, int],
-    ) -> tuple[dict[str, str], str]:
-        """C-STORE a chunk over one association: (refusals, the reason it ended early or '')."""
-        outgoing = [self._outgoing(i, accepted) for i in chunk]
-        result = self._peer.send(peer, outgoing)
+        self, peer: PeerAddress, todo: list[StoredInstance], accepted: tuple[str, ...] | None, run: Run
+    ) -> tuple[dict[str, str], str, int]:
+        """C-STORE over one association, in order: (refusals, why it ended early or '', answered)."""
+        progress = run.progress
+        going = [True]
+
+        def answered(uid: str, outcome: int) -> None:
+            progress["position"] = progress.get("position", 0) + 1
+            if outcome == 0:
+                progress["sent"] += 1
+            elif outcome == 1:
+                progress["sent"] += 1
+                progress["warnings"] += 1
+            going[0] = run.beat()  # time-throttled: at most one index write a second
+
+        start = int(progress["position"])
+        result = self._peer.send(
+            peer, [self._outgoing(i, accepted) for i in todo], progress=answered, cancelled=lambda: not going[0]
+        )
+        progress["position"] = start  # the caller sets where it stopped
         failures: dict[str, str] = {}
-        progress["sent"] += len(result.completed) + len(result.warnings)
-        progress["warnings"] += len(result.warnings)
         interrupted = ""
         for uid, reason in result.failed.items():
             if reason.startswith(_DUPLICATE):
@@ -142,7 +144,28 @@ class ForwardExecutor:
                 failures[uid] = reason
             else:
                 failures[uid] = reason
-        return failures, interrupted
+        attempted = _attempted(todo, failures, interrupted) if interrupted else result.attempted
+        return failures, interrupted, attempted
+
+    def _stow_all(
+        self, url: str, todo: list[StoredInstance], accepted: tuple[str, ...], run: Run
+    ) -> tuple[dict[str, str], str, int]:
+        """STOW-RS in batches of 50; a batch the server cannot take raises (the job retries)."""
+        assert self._stow is not None
+        failures: dict[str, str] = {}
+        done = 0
+        for first in range(0, len(todo), 50):
+            if not run.beat():
+                break
+            batch = todo[first : first + 50]
+            try:
+                refused = self._stow(url, batch, accepted)
+            except PeerError as exc:
+                return failures, exc.reason, done
+            failures.update(refused)
+            run.progress["sent"] += len(batch) - len(refused)
+            done += len(batch)
+        return failures, "", done
 
     def _outgoing(self, instance: StoredInstance, accepted: tuple[str, ...] | None) -> OutgoingInstance:
         if accepted is None:

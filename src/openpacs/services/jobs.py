@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -215,6 +216,55 @@ class JobService:
             for p in parked
         ]
         return out
+
+    def forward(self, study_uid: str, node: str, actor: Actor, *, transfer_syntax: str = "") -> Job:
+        """Send a stored study to a node now, as a job (the administrator's manual routing)."""
+        from openpacs.domain.rules import Action, ActionKind
+        from openpacs.domain.tags import Level
+
+        now = self._clock()
+        action = Action(ActionKind.FORWARD, node=node, transfer_syntax=transfer_syntax)
+        with self._index.session(write=True) as session:
+            target = session.node(node)
+            if target is None:
+                raise NotFound(f"no node named {node!r}")
+            instances = [
+                i
+                for i in session.stored_instances(Level.STUDY, [study_uid], hidden=True)
+                if i.hidden is None or i.hidden == "rejection-note"
+            ]
+            if not instances:
+                raise NotFound(f"no study {study_uid}")
+            job = Job(
+                kind=JobKind.FORWARD,
+                queue=action.destination,
+                params={"rule": "", "event": "stable", "action": action.to_json(), "conditions": []},
+                priority=10,
+                study_instance_uid=study_uid,
+            )
+            pk = session.jobs.enqueue(
+                job,
+                target.max_associations,
+                f"manual-{uuid.uuid4().hex}|{action.destination}|{study_uid}",
+                [i.pk for i in instances],
+                now,
+            )
+            session.add_audit(
+                [
+                    AuditRecord(
+                        now,
+                        actor,
+                        "forward",
+                        "success",
+                        [{"level": "STUDY", "uid": study_uid}],
+                        {"node": node, "job": pk},
+                    )
+                ]
+            )
+            found = session.jobs.job(pk)
+        assert found is not None
+        self._wake()
+        return found
 
     def counts(self) -> dict[str, int]:
         with self._index.session() as session:

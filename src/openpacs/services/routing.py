@@ -24,7 +24,7 @@ from openpacs.domain.errors import Conflict, InvalidQuery, NotFound
 from openpacs.domain.jobs import Job, JobKind
 from openpacs.domain.records import Actor, StoredInstance
 from openpacs.domain.rules import Action, ActionKind, Condition, Rule, RuleEvent
-from openpacs.domain.tags import Level, tag_of
+from openpacs.domain.tags import ALL_LEVEL_KEYS, Level, tag_of
 from openpacs.ports.index import AuditRecord, ChangeRecord, Index, IndexSession
 from openpacs.services.outbound import coerced_header
 
@@ -47,9 +47,18 @@ def values_of(instance: StoredInstance, keywords: set[str]) -> dict[str, list[st
         elif keyword == "SOPClassUID":
             out[keyword] = [instance.sop_class_uid]
         else:
-            if header is None:
-                header = coerced_header(instance)
-            text = dj.multi_text(header, f"{tag_of(keyword):08X}")
+            key = f"{tag_of(keyword):08X}"
+            if key in ALL_LEVEL_KEYS:
+                # the level sets answer without parsing the header
+                source: dict[str, Any] = {**(instance.level_values or {}), **instance.patient_attrs,
+                                          **instance.study_attrs, **instance.series_attrs}  # fmt: skip
+                if key not in source and instance.level_values is None:
+                    source = coerced_header(instance)
+            else:
+                if header is None:
+                    header = coerced_header(instance)
+                source = header
+            text = dj.multi_text(source, key)
             out[keyword] = text.split("\\") if text else []
     return out
 

@@ -1,0 +1,168 @@
+"""Forwarding: OpenPACS side by side with Debian's Orthanc 1.10, in one run.
+
+    .venv/bin/python bench/routing_bench.py            # 2,000 CT instances (about 0.5 MB each)
+    .venv/bin/python bench/routing_bench.py --quick    # 300
+
+The same CT corpus is stored (storescu, one association) in a fresh OpenPACS (SQLite) and
+a fresh Orthanc, then each forwards the study to DCMTK's storescp (``--ignore``: it
+receives and discards):
+- OpenPACS: ``POST /api/jobs/forward`` (a forwarding job: one association, instance order,
+  the core's fast data path), timed until the job is done;
+- Orthanc: ``POST /modalities/dest/store`` with ``Synchronous: true``.
+Then, in-process, the cost of the queue's bookkeeping per instance: the change-feed
+listener turning 2,000 stored instances into forwarding jobs (one per study), per instance.
+Results go to bench/results/ as JSON and are printed as a Markdown table with ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import requests
+
+from archive_bench import ENV, RESULTS, WORK, corpus, settle, start_orthanc, store, storescp
+from qa_bench import start_openpacs
+
+
+def openpacs_run(folder: Path, count: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(dir=WORK) as tmp, storescp(Path(tmp) / "received") as dest_port:
+        settle()
+        server, base, headers = start_openpacs(Path(tmp), None)
+        try:
+            subprocess.run(
+                [sys.executable, "-m", "openpacs", "node", "add", "dest", "--ae-title", "DEST", "--host", "127.0.0.1",
+                 "--port", str(dest_port), "--data-dir", str(Path(tmp) / "data")],
+                check=True, capture_output=True, env=ENV,
+            )  # fmt: skip
+            store(server, [folder])
+            settle()
+            study = str(pydicom.dcmread(next(folder.glob("*.dcm")), stop_before_pixels=True).StudyInstanceUID)
+            http = requests.Session()
+            http.headers.update(headers)
+            started = time.perf_counter()
+            job = http.post(base + "/api/jobs/forward", json={"study": study, "node": "dest"}, timeout=60)
+            job.raise_for_status()
+            while True:
+                shown = http.get(f"{base}/api/jobs/{job.json()['id']}", timeout=60).json()
+                if shown["state"] in ("done", "failed"):
+                    break
+                time.sleep(0.01)
+            elapsed = time.perf_counter() - started
+            progress = shown["progress"]
+            return {
+                "name": "OpenPACS (SQLite)",
+                "seconds": elapsed,
+                "rate": count / elapsed,
+                "check": shown["state"] == "done" and progress["sent"] == count and progress["parked"] == 0,
+            }
+        finally:
+            server.stop()
+
+
+def orthanc_run(folder: Path, count: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(dir=WORK) as tmp, storescp(Path(tmp) / "received") as dest_port:
+        settle()
+        server = start_orthanc(Path(tmp), dest_port)
+        base = f"http://127.0.0.1:{json.loads((Path(tmp) / 'orthanc.json').read_text())['HttpPort']}"
+        try:
+            store(server, [folder])
+            settle()
+            http = requests.Session()
+            study = str(pydicom.dcmread(next(folder.glob("*.dcm")), stop_before_pixels=True).StudyInstanceUID)
+            orthanc_id = http.post(base + "/tools/lookup", data=study, timeout=60).json()[0]["ID"]
+            started = time.perf_counter()
+            answer = http.post(
+                base + "/modalities/dest/store", json={"Resources": [orthanc_id], "Synchronous": True}, timeout=3600
+            )
+            elapsed = time.perf_counter() - started
+            answer.raise_for_status()
+            sent = int(answer.json().get("InstancesCount", count))
+            return {
+                "name": "Orthanc 1.10 (Debian)",
+                "seconds": elapsed,
+                "rate": count / elapsed,
+                "check": sent == count,
+            }
+        finally:
+            server.stop()
+
+
+def bookkeeping(count: int) -> dict[str, Any]:
+    """Microseconds per instance of the listener's work (rules matched, jobs queued per study)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from helpers import TEST_ORIGIN, application
+    from openpacs.domain.records import Actor, ActorType, Node
+    from openpacs.domain.rules import Action, ActionKind, Condition, Rule, RuleEvent
+
+    actor = Actor(ActorType.SYSTEM, "bench")
+    with tempfile.TemporaryDirectory(dir=WORK) as tmp:
+        app = application(Path(tmp), None)
+        try:
+            app.nodes.add(Node("dest", "DEST", "127.0.0.1", 1), actor)
+            app.routing.add(
+                Rule("ct", RuleEvent.INSTANCE, [Condition.parse("Modality=CT")], [Action(ActionKind.FORWARD, "dest")]),
+                actor,
+            )
+            template = pydicom.dcmread(next(iter(sorted(corpus("small", 2000).glob("*.dcm")))))
+            for n in range(count):
+                template.SOPInstanceUID = f"1.2.826.0.1.3680043.10.995.{n}"
+                template.StudyInstanceUID = f"1.2.826.0.1.3680043.10.995.9{n // 500}"
+                template.SeriesInstanceUID = f"1.2.826.0.1.3680043.10.995.9{n // 500}.1"
+                template.Modality = "CT"
+                buffer = io.BytesIO()
+                template.save_as(buffer, enforce_file_format=True)
+                app.ingest.store(buffer.getvalue(), TEST_ORIGIN)
+            started = time.perf_counter()
+            read = 0
+            while True:
+                got = app.routing.consume()
+                if not got:
+                    break
+                read += got
+            elapsed = time.perf_counter() - started
+            jobs = app.jobs.jobs()
+            return {"instances": count, "changes": read, "jobs": len(jobs), "us_per_instance": elapsed / count * 1e6}
+        finally:
+            app.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="300 instances")
+    args = parser.parse_args()
+    count = 300 if args.quick else 2000
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    folder = corpus("ct", count)
+    runs = [openpacs_run(folder, count), orthanc_run(folder, count)]
+    kept = bookkeeping(count)
+    ours, theirs = runs
+    lines = [
+        "| measure | OpenPACS (SQLite) | Orthanc | ratio |",
+        "|---|---:|---:|---:|",
+        f"| forward a {count}-instance CT study to storescp (instances/s) | {ours['rate']:.0f} | "
+        f"{theirs['rate']:.0f} | {ours['rate'] / theirs['rate']:.2f}x |",
+        f"| same, seconds | {ours['seconds']:.2f} | {theirs['seconds']:.2f} | |",
+    ]
+    results = {"count": count, "runs": runs, "bookkeeping": kept}
+    path = RESULTS / f"routing-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(results, indent=2))
+    print("\n".join(lines))
+    print(
+        f"queue bookkeeping: {kept['us_per_instance']:.0f} us per instance "
+        f"({kept['changes']} changes read, {kept['jobs']} jobs for {kept['instances']} instances)"
+    )
+    print("checks:", {r["name"]: r["check"] for r in runs})
+    print(f"{path} written")
+
+
+if __name__ == "__main__":
+    main()

@@ -188,3 +188,33 @@ def test_rules_by_cli_and_rest_a_stable_rule_and_a_poison_instance(tmp_path: Pat
     finally:
         server.stop()
         listener.shutdown()
+
+
+def test_a_study_forwarded_by_hand_goes_whole_each_time(tmp_path: Path, database_url: str, scp: Scp) -> None:
+    paths = generate("small", tmp_path / "corpus", 5, seed=9, per_series=5)
+    server = _server(tmp_path, database_url)
+    try:
+        server.cli("node", "add", "dest", "--ae-title", "DEST", "--host", "127.0.0.1", "--port", str(scp.port))
+        run_dcmtk("storescu", "-aec", server.ae_title, "127.0.0.1", str(server.dicom_port), *map(str, paths))
+        study = str(pydicom.dcmread(paths[0], stop_before_pixels=True).StudyInstanceUID)
+        unknown = server.cli("jobs", "forward", study, "--to", "nowhere", check=False)
+        assert unknown.returncode == 1 and "no node named 'nowhere'" in unknown.stderr
+        for _ in range(2):
+            job = json.loads(server.cli("jobs", "forward", study, "--to", "dest", "--json").stdout)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                shown = json.loads(server.cli("jobs", "show", str(job["id"])).stdout)
+                if shown["state"] == "done":
+                    break
+                time.sleep(0.2)
+            assert shown["state"] == "done" and shown["progress"]["sent"] == 5
+        assert len(scp.wait_for(5)) == 5
+        paused = json.loads(server.cli("jobs", "forward", study, "--to", "dest", "--json").stdout)
+        server.cli("jobs", "cancel", str(paused["id"]), check=False)
+        assert "cancelled" in server.cli("jobs", "list", "--state", "cancelled").stdout or json.loads(
+            server.cli("jobs", "show", str(paused["id"])).stdout
+        )["state"] in ("done", "cancelled")
+        again = server.cli("jobs", "resume", str(paused["id"]), check=False)
+        assert again.returncode == 1 and "cannot become pending" in again.stderr
+    finally:
+        server.stop()

@@ -32,7 +32,7 @@ from openpacs.services.deletion import DeletionService
 from openpacs.services.forwarding import ForwardExecutor
 from openpacs.services.importer import ImportService
 from openpacs.services.ingest import IngestPolicy, IngestService
-from openpacs.services.jobs import JobRunner, JobService, JobSettings
+from openpacs.services.jobs import Executor, JobRunner, JobService, JobSettings
 from openpacs.services.network import NetworkService
 from openpacs.services.nodes import NodeService
 from openpacs.services.outbound import OutboundService, PartService
@@ -40,6 +40,7 @@ from openpacs.services.qa_runner import Editable
 from openpacs.services.query import QueryService
 from openpacs.services.rebuild import RebuildService
 from openpacs.services.reconcile import ReconcileService
+from openpacs.services.remote import RemoteService
 from openpacs.services.rendering import RenderService
 from openpacs.services.retrieve import RetrieveService
 from openpacs.services.routing import RoutingService
@@ -83,6 +84,7 @@ class Application:
     runner: JobRunner
     jobs: JobService
     routing: RoutingService
+    remote: RemoteService
     _closed: bool = field(default=False)
 
     def close(self) -> None:
@@ -133,13 +135,14 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
     outbound = OutboundService(blobs, ae_title=settings.ae_title, clock=utcnow)
     routing_settings = settings.routing
     stow_headers = {"Authorization": f"Bearer {routing_settings.stow_token}"} if routing_settings.stow_token else {}
+    executors: dict[JobKind, Executor] = {
+        JobKind.FORWARD: ForwardExecutor(
+            index, outbound, peer, clock=utcnow, stow=StowClient(outbound.encode, headers=stow_headers)
+        )
+    }
     runner = JobRunner(
         index,
-        executors={
-            JobKind.FORWARD: ForwardExecutor(
-                index, outbound, peer, clock=utcnow, stow=StowClient(outbound.encode, headers=stow_headers)
-            )
-        },
+        executors=executors,
         settings=JobSettings(
             workers=routing_settings.workers,
             retry_base=routing_settings.retry_base_seconds,
@@ -148,6 +151,8 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
         clock=utcnow,
         holder=f"{settings.effective_node_name}:{os.getpid()}",
     )
+    remote = RemoteService(index, peer, ae_title=settings.ae_title, clock=utcnow, wake=runner.wake)
+    executors[JobKind.RETRIEVE] = remote.execute
     return Application(
         settings=settings,
         index=index,
@@ -203,6 +208,7 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
             clock=utcnow,
             wake=runner.wake,
         ),
+        remote=remote,
     )
 
 
@@ -376,6 +382,7 @@ def http_app(app: Application, dicom_port: int) -> Any:
             reconcile=app.reconcile,
             jobs=app.jobs,
             routing=app.routing,
+            remote=app.remote,
         )
     )
 

@@ -218,3 +218,41 @@ def test_a_study_forwarded_by_hand_goes_whole_each_time(tmp_path: Path, database
         assert again.returncode == 1 and "cannot become pending" in again.stderr
     finally:
         server.stop()
+
+
+def test_find_and_retrieve_from_a_second_openpacs(tmp_path: Path, database_url: str) -> None:
+    paths = generate("small", tmp_path / "remote-corpus", 6, seed=13, per_series=3)
+    first = pydicom.dcmread(paths[0], stop_before_pixels=True)
+    study, patient = str(first.StudyInstanceUID), str(first.PatientID)
+    ours = _server(tmp_path / "ours", database_url)
+    remote = start_server(
+        tmp_path / "remote" / "data",
+        f"sqlite:///{tmp_path / 'remote.sqlite3'}",
+        extra_env={"OPENPACS_AE_TITLE": "REMOTE"},
+    )
+    try:
+        run_dcmtk("storescu", "-aec", "REMOTE", "127.0.0.1", str(remote.dicom_port), *map(str, paths))
+        remote.cli("node", "add", "ours", "--ae-title", "OPENPACS", "--host", "127.0.0.1",
+                   "--port", str(ours.dicom_port))  # fmt: skip
+        ours.cli("node", "add", "remote", "--ae-title", "REMOTE", "--host", "127.0.0.1",
+                 "--port", str(remote.dicom_port))  # fmt: skip
+        found = json.loads(ours.cli("remote", "find", "remote", "-k", f"PatientID={patient}", "-k",
+                                    "StudyInstanceUID", "-k", "NumberOfStudyRelatedInstances", "--json").stdout)  # fmt: skip
+        assert [(a["0020000D"]["Value"][0], a["00201208"]["Value"][0]) for a in found] == [(study, 6)]
+        assert "1 answers" in ours.cli("remote", "find", "remote", "-k", f"PatientID={patient}").stdout
+        bad = ours.cli("remote", "find", "remote", "-k", "NoSuchKeyword=1", check=False)
+        assert bad.returncode == 1 and "not a DICOM keyword" in bad.stderr
+        job = json.loads(ours.cli("remote", "retrieve", "remote", study, "--json").stdout)
+        deadline = time.monotonic() + 60
+        shown: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            shown = json.loads(ours.cli("jobs", "show", str(job["id"])).stdout)
+            if shown["state"] in ("done", "failed"):
+                break
+            time.sleep(0.3)
+        assert shown["state"] == "done" and shown["progress"]["completed"] == 6, shown
+        stats = json.loads(ours.cli("stats", "--json").stdout)
+        assert stats["instances"] == 6
+    finally:
+        ours.stop()
+        remote.stop()

@@ -63,6 +63,8 @@ RULES: dict[tuple[str, str], str | set[str]] = {
     ("get", "/api/jobs/{job_id}"): ADMIN,
     ("post", "/api/jobs/{job_id}/{action}"): ADMIN,
     ("post", "/api/jobs/forward"): ADMIN,
+    ("post", "/api/remote/{node}/find"): ADMIN,
+    ("post", "/api/remote/{node}/retrieve"): ADMIN,
     ("get", "/api/alerts"): ADMIN,
     ("post", "/api/alerts/{alert_id}/acknowledge"): ADMIN,
     ("get", "/api/qa/hidden"): ADMIN,

@@ -29,7 +29,7 @@ from openpacs.cli.common import (
     settings_from,
 )
 from openpacs.cli.qa import qa_app
-from openpacs.cli.routing import jobs_app, route_app
+from openpacs.cli.routing import jobs_app, remote_app, route_app
 from openpacs.cli.users import user_app
 from openpacs.domain.errors import OpenPacsError
 from openpacs.domain.records import Node
@@ -43,6 +43,7 @@ app.add_typer(user_app, name="user")
 app.add_typer(qa_app, name="qa")
 app.add_typer(route_app, name="route")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(remote_app, name="remote")
 
 
 @app.command()

@@ -244,3 +244,68 @@ def jobs_alerts(
             str(alert["id"]), alert["created_at"], alert["kind"], alert["message"], alert["acknowledged_at"] or ""
         )
     console.print(table)
+
+
+remote_app = typer.Typer(help="Other PACS: query (C-FIND) and retrieve (C-MOVE to us).", no_args_is_help=True)
+
+
+def _pairs(keys: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in keys:
+        keyword, sep, value = pair.partition("=")
+        if not keyword.strip():
+            err.print(f"[red]error:[/red] -k takes Keyword=value or Keyword, not {pair!r}")
+            raise typer.Exit(2)
+        out[keyword.strip()] = value if sep else ""
+    return out
+
+
+@remote_app.command("find")
+def remote_find(
+    node: Annotated[str, typer.Argument(help="The node to query.")],
+    level: Annotated[str, typer.Option("--level", help="PATIENT, STUDY, SERIES or IMAGE.")] = "STUDY",
+    keys: Annotated[
+        list[str], typer.Option("-k", "--key", help="Keyword=value to match, or Keyword to get back; repeat.")
+    ] = [],  # noqa: B006 (typer's list option)
+    as_json: JsonOut = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """C-FIND against a node; prints its answers."""
+    from openpacs.domain import dicom_json as dj
+    from openpacs.domain.tags import keyword_of
+
+    wanted = _pairs(keys)
+    answers = _with_app(
+        config, data_dir, database_url, lambda app: app.remote.find(node, level.upper(), wanted, cli_actor())
+    )
+    if as_json:
+        print(json.dumps(answers, indent=2))
+        return
+    columns = sorted({k for a in answers for k in a if k != "00080052"})
+    table = Table(*[keyword_of(int(k, 16)) or k for k in columns])
+    for answer in answers:
+        table.add_row(*[dj.multi_text(answer, k) for k in columns])
+    console.print(table)
+    console.print(f"{len(answers)} answers")
+
+
+@remote_app.command("retrieve")
+def remote_retrieve(
+    node: Annotated[str, typer.Argument(help="The node to retrieve from.")],
+    uids: Annotated[list[str], typer.Argument(help="Study (or series, instance) Instance UIDs.")],
+    level: Annotated[str, typer.Option("--level", help="STUDY, SERIES or IMAGE.")] = "STUDY",
+    as_json: JsonOut = False,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Have the node send them to us (C-MOVE), as a job that a running server follows."""
+    job = _with_app(
+        config, data_dir, database_url, lambda app: app.remote.retrieve(node, level.upper(), uids, cli_actor())
+    )
+    if as_json:
+        print(json.dumps(job.to_json(), indent=2))
+        return
+    console.print(f"job {job.pk}: retrieve {len(uids)} {level.lower()} from {node} ({job.state})")

@@ -10,10 +10,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from openpacs.dimse import commands as cmd
 from openpacs.dimse.association import Aborted, Association, ReleaseRequested
-from openpacs.dimse.negotiation import VERIFICATION, AssociationFailed, request
+from openpacs.dimse.identifiers import decode_identifier, encode_identifier
+from openpacs.dimse.negotiation import (
+    PATIENT_ROOT_FIND,
+    STUDY_ROOT_FIND,
+    STUDY_ROOT_MOVE,
+    VERIFICATION,
+    AssociationFailed,
+    request,
+)
 from openpacs.dimse.pdu import ProtocolError
 from openpacs.domain import transfer_syntaxes as tsx
 from openpacs.domain.errors import OpenPacsError, PeerError
@@ -66,6 +75,104 @@ class DimsePeer:
             assoc.abort()
             raise
         assoc.release(timeout)
+
+    def find(self, peer: PeerAddress, level: str, keys: dict[str, Any], *, limit: int = 10_000) -> list[dict[str, Any]]:
+        """C-FIND as SCU (PS3.4 C.4.1) in the Study Root model (Patient Root at PATIENT level):
+        the answers as DICOM JSON. A failure status raises PeerError."""
+        model = PATIENT_ROOT_FIND if level == "PATIENT" else STUDY_ROOT_FIND
+        assoc = self._associate(peer, [(model, (tsx.EXPLICIT_LE, tsx.IMPLICIT_LE))], self.timeout)
+        answers: list[dict[str, Any]] = []
+        try:
+            context = self._context(assoc, peer, model, "C-FIND")
+            identifier = {"00080052": {"vr": "CS", "Value": [level]}, **keys}
+            command = {"CommandField": cmd.C_FIND_RQ, "MessageID": 1, "AffectedSOPClassUID": model, "Priority": 0}
+            assoc.send(context.id, command, encode_identifier(identifier, context.transfer_syntax, []))
+            while True:
+                reply = self._reply(assoc, peer, "C-FIND")
+                status = int(reply.command.get("Status", 0xC000))
+                if status in (0xFF00, 0xFF01):
+                    if reply.data is not None and len(answers) < limit:
+                        answers.append(decode_identifier(reply.data, context.transfer_syntax))
+                    continue
+                if status != 0:
+                    comment = str(reply.command.get("ErrorComment", ""))
+                    raise PeerError(f"{peer} answered the C-FIND with status 0x{status:04X} {comment}".strip())
+                break
+        except PeerError:
+            assoc.abort()
+            raise
+        assoc.release(self.timeout)
+        return answers
+
+    def move(
+        self,
+        peer: PeerAddress,
+        level: str,
+        uids: list[str],
+        destination: str,
+        *,
+        progress: Callable[[dict[str, int]], bool] | None = None,
+    ) -> dict[str, int]:
+        """C-MOVE as SCU (PS3.4 C.4.2): *peer* sends the instances to *destination* (our AE
+        title: our C-STORE SCP stores them). Returns the final sub-operation counts;
+        *progress(counts)* sees each pending answer and returns False to cancel."""
+        model = STUDY_ROOT_MOVE
+        assoc = self._associate(peer, [(model, (tsx.EXPLICIT_LE, tsx.IMPLICIT_LE))], self.timeout)
+        counts = {"remaining": 0, "completed": 0, "failed": 0, "warning": 0}
+        try:
+            context = self._context(assoc, peer, model, "C-MOVE")
+            key = {"STUDY": "0020000D", "SERIES": "0020000E", "IMAGE": "00080018"}[level]
+            identifier = {"00080052": {"vr": "CS", "Value": [level]}, key: {"vr": "UI", "Value": uids}}
+            command = {
+                "CommandField": cmd.C_MOVE_RQ,
+                "MessageID": 1,
+                "AffectedSOPClassUID": model,
+                "Priority": 0,
+                "MoveDestination": destination,
+            }
+            assoc.send(context.id, command, encode_identifier(identifier, context.transfer_syntax, []))
+            while True:
+                reply = self._reply(assoc, peer, "C-MOVE", timeout_ok=True)
+                status = int(reply.command.get("Status", 0xC000))
+                for name, field in (("remaining", "NumberOfRemainingSuboperations"),
+                                    ("completed", "NumberOfCompletedSuboperations"),
+                                    ("failed", "NumberOfFailedSuboperations"),
+                                    ("warning", "NumberOfWarningSuboperations")):  # fmt: skip
+                    if field in reply.command:
+                        counts[name] = int(reply.command[field])
+                if status == 0xFF00:
+                    if progress is not None and not progress(dict(counts)):
+                        assoc.send(context.id, {"CommandField": cmd.C_CANCEL_RQ, "MessageIDBeingRespondedTo": 1})
+                    continue
+                if status not in (0x0000, 0xB000, 0xFE00):
+                    comment = str(reply.command.get("ErrorComment", ""))
+                    raise PeerError(f"{peer} answered the C-MOVE with status 0x{status:04X} {comment}".strip())
+                counts["status"] = status
+                break
+        except PeerError:
+            assoc.abort()
+            raise
+        assoc.release(self.timeout)
+        return counts
+
+    @staticmethod
+    def _context(assoc: Association, peer: PeerAddress, model: str, what: str) -> Any:
+        offered = assoc.contexts_for(model)
+        if not offered:
+            raise PeerError(f"{peer} accepted the association but not the {what} information model {model}")
+        return offered[0]
+
+    @staticmethod
+    def _reply(assoc: Association, peer: PeerAddress, what: str, *, timeout_ok: bool = False) -> Any:
+        while True:
+            try:
+                return assoc.receive()
+            except TimeoutError as exc:
+                if timeout_ok:
+                    continue  # a C-MOVE of a large study answers between sub-operations only
+                raise PeerError(f"{peer} did not answer the {what} in time") from exc
+            except (Aborted, ReleaseRequested, ProtocolError) as exc:
+                raise PeerError(f"{peer} ended the association during the {what}: {exc}") from exc
 
     def send(
         self,

@@ -16,6 +16,7 @@ from openpacs.services.nodes import NodeService
 from openpacs.services.outbound import OutboundService, PartService
 from openpacs.services.query import QueryService
 from openpacs.services.reconcile import ReconcileService
+from openpacs.services.remote import RemoteService
 from openpacs.services.rendering import RenderService
 from openpacs.services.retrieve import RetrieveService
 from openpacs.services.routing import RoutingService
@@ -55,6 +56,7 @@ class HttpServices:
     reconcile: ReconcileService
     jobs: JobService
     routing: RoutingService
+    remote: RemoteService
 
 
 def services(request: Request) -> HttpServices:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,22 @@ class DicomPeer(Protocol):
 
     def echo(self, peer: PeerAddress, *, timeout: float = 10.0) -> None:
         """C-ECHO; raises PeerError with a reason a PACS administrator understands."""
+        ...
+
+    def find(self, peer: PeerAddress, level: str, keys: dict[str, Any], *, limit: int = 10_000) -> list[dict[str, Any]]:
+        """C-FIND as SCU: the answers as DICOM JSON; raises PeerError."""
+        ...
+
+    def move(
+        self,
+        peer: PeerAddress,
+        level: str,
+        uids: list[str],
+        destination: str,
+        *,
+        progress: Callable[[dict[str, int]], bool] | None = None,
+    ) -> dict[str, int]:
+        """C-MOVE as SCU to *destination*; the final sub-operation counts; raises PeerError."""
         ...
 
     def send(

@@ -72,3 +72,28 @@ async def list_alerts(
 @router.post("/api/alerts/{alert_id}/acknowledge", summary="Acknowledge an alert", status_code=204)
 async def acknowledge_alert(alert_id: int, request: Request, caller: Operator) -> None:
     await run_in_threadpool(services(request).jobs.acknowledge, alert_id, caller.actor)
+
+
+class RemoteFind(BaseModel):
+    level: Literal["PATIENT", "STUDY", "SERIES", "IMAGE"] = "STUDY"
+    keys: dict[str, str] = Field(default_factory=dict, description="Keyword -> value ('' to get it back).")
+
+
+class RemoteRetrieve(BaseModel):
+    level: Literal["STUDY", "SERIES", "IMAGE"] = "STUDY"
+    uids: list[Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[0-9]+(\.[0-9]+)*$")]] = Field(
+        min_length=1, max_length=1000
+    )
+
+
+@router.post("/api/remote/{node}/find", summary="C-FIND against another node")
+async def remote_find(node: str, body: RemoteFind, request: Request, caller: Operator) -> list[dict[str, Any]]:
+    svc = services(request).remote
+    return await run_in_threadpool(svc.find, node, body.level, body.keys, caller.actor)
+
+
+@router.post("/api/remote/{node}/retrieve", summary="Retrieve from another node (C-MOVE to us), as a job",
+             status_code=202)  # fmt: skip
+async def remote_retrieve(node: str, body: RemoteRetrieve, request: Request, caller: Operator) -> dict[str, Any]:
+    svc = services(request).remote
+    return (await run_in_threadpool(svc.retrieve, node, body.level, body.uids, caller.actor)).to_json()

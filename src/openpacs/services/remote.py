@@ -1,0 +1,142 @@
+"""Query/retrieve from other PACS: C-FIND as SCU, and retrieval by C-MOVE (to us) as a job.
+
+PS3.4 C.4.1 and C.4.2. A retrieval is a job (kind ``retrieve``, queue ``retrieve:NODE``,
+at most the node's ``max_associations`` at once): the remote node sends the instances to
+our AE title, our C-STORE SCP stores them as from any node (the node must be allowed to
+store, and know our AE title as a move destination); the job follows the sub-operation
+counts of the C-MOVE answers. A node that cannot be reached makes the job wait and try
+again (backoff), like forwarding.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from openpacs.domain.errors import InvalidQuery, NotFound, PeerError
+from openpacs.domain.jobs import Job, JobKind
+from openpacs.domain.records import Actor
+from openpacs.domain.tags import tag_of, vr_of
+from openpacs.ports.index import AuditRecord, Index
+from openpacs.ports.peers import DicomPeer, PeerAddress
+from openpacs.services.jobs import Outcome, Run, Verdict
+
+log = logging.getLogger(__name__)
+
+LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+
+
+def keys_from_text(pairs: dict[str, str]) -> dict[str, Any]:
+    """Query keys typed as Keyword=value (an empty value asks for the attribute back)."""
+    keys: dict[str, Any] = {}
+    for keyword, value in pairs.items():
+        try:
+            tag = tag_of(keyword)
+        except (KeyError, ValueError) as exc:
+            raise InvalidQuery(f"{keyword!r} is not a DICOM keyword") from exc
+        vr = vr_of(tag)
+        if vr == "SQ":
+            raise InvalidQuery(f"{keyword} is a sequence: not a query key here")
+        element: dict[str, Any] = {"vr": vr}
+        if value:
+            element["Value"] = [{"Alphabetic": value}] if vr == "PN" else [value]
+        keys[f"{tag:08X}"] = element
+    return keys
+
+
+class RemoteService:
+    """C-FIND against a node, and retrievals from it as jobs; thread-safe."""
+
+    def __init__(
+        self, index: Index, peer: DicomPeer, *, ae_title: str, clock: Callable[[], datetime], wake: Callable[[], None]
+    ) -> None:
+        self._index = index
+        self._peer = peer
+        self._ae_title = ae_title
+        self._clock = clock
+        self._wake = wake
+
+    def _address(self, name: str) -> tuple[PeerAddress, int]:
+        with self._index.session() as session:
+            node = session.node(name)
+        if node is None:
+            raise NotFound(f"no node named {name!r}")
+        return PeerAddress(node.ae_title, node.host, node.port), node.max_associations
+
+    def find(self, node: str, level: str, keys: dict[str, str], actor: Actor) -> list[dict[str, Any]]:
+        """The node's answers to a C-FIND (Study Root; Patient Root at PATIENT level)."""
+        if level not in LEVELS:
+            raise InvalidQuery(f"the level is one of {', '.join(LEVELS)}, not {level!r}")
+        address, _ = self._address(node)
+        answers = self._peer.find(address, level, keys_from_text(keys))
+        now = self._clock()
+        with self._index.session(write=True) as session:
+            session.add_audit(
+                [
+                    AuditRecord(
+                        now,
+                        actor,
+                        "remote-find",
+                        "success",
+                        [{"level": "NODE", "uid": node}],
+                        {"level": level, "keys": keys, "answers": len(answers)},
+                    )
+                ]
+            )
+        return answers
+
+    def retrieve(self, node: str, level: str, uids: list[str], actor: Actor) -> Job:
+        """Have the node send studies (series, instances) to us, as a job."""
+        if level not in ("STUDY", "SERIES", "IMAGE"):
+            raise InvalidQuery("a retrieval is at STUDY, SERIES or IMAGE level")
+        if not uids:
+            raise InvalidQuery("name at least one UID")
+        _, slots = self._address(node)
+        now = self._clock()
+        job = Job(
+            kind=JobKind.RETRIEVE,
+            queue=f"retrieve:{node}",
+            params={"node": node, "level": level, "uids": uids},
+            study_instance_uid=uids[0] if level == "STUDY" and len(uids) == 1 else "",
+        )
+        with self._index.session(write=True) as session:
+            pk = session.jobs.add(job, slots, now)
+            session.add_audit(
+                [
+                    AuditRecord(
+                        now,
+                        actor,
+                        "remote-retrieve",
+                        "success",
+                        [{"level": level, "uid": u} for u in uids[:100]],
+                        {"node": node, "job": pk},
+                    )
+                ]
+            )
+            found = session.jobs.job(pk)
+        assert found is not None
+        self._wake()
+        return found
+
+    def execute(self, run: Run) -> Outcome:
+        """The ``retrieve`` executor: one C-MOVE of the job's UIDs to our AE title."""
+        params = run.job.params
+        try:
+            address, _ = self._address(params["node"])
+        except NotFound as exc:
+            return Outcome(Verdict.FAILED, exc.reason)
+
+        def progress(counts: dict[str, int]) -> bool:
+            run.progress.update(counts)
+            return run.beat()
+
+        try:
+            counts = self._peer.move(address, params["level"], list(params["uids"]), self._ae_title, progress=progress)
+        except PeerError as exc:
+            return Outcome(Verdict.RETRY, exc.reason)
+        run.progress.update(counts)
+        if counts.get("failed"):
+            return Outcome(Verdict.FAILED, f"{counts['failed']} sub-operations failed at {params['node']}")
+        return Outcome(Verdict.DONE)

@@ -76,12 +76,24 @@ def scp(tmp_path: Path) -> Iterator[Scp]:
         scp.kill()
 
 
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """The queue's PostgreSQL paths (claims, growing jobs) are covered by the burst test on both backends."""
+    return f"sqlite:///{tmp_path / 'index.sqlite3'}"
+
+
 def _server(tmp_path: Path, database_url: str) -> ServerProcess:
     return start_server(tmp_path / "data", database_url, extra_env=FAST_RETRY)
 
 
 def _jobs(server: ServerProcess) -> dict[str, Any]:
-    return dict(json.loads(server.cli("jobs", "list", "--json").stdout))
+    with httpx.Client(base_url=server.base_url, timeout=30, headers=accounts_of(server)["admin"].bearer) as http:
+        return dict(http.get("/api/jobs").json())
+
+
+def _job(server: ServerProcess, pk: int) -> dict[str, Any]:
+    with httpx.Client(base_url=server.base_url, timeout=30, headers=accounts_of(server)["admin"].bearer) as http:
+        return dict(http.get(f"/api/jobs/{pk}").json())
 
 
 def test_a_destination_down_mid_burst_and_a_restart_lose_nothing(tmp_path: Path, database_url: str, scp: Scp) -> None:
@@ -120,7 +132,7 @@ def test_a_destination_down_mid_burst_and_a_restart_lose_nothing(tmp_path: Path,
         again.stop()
 
 
-def test_rules_by_cli_and_rest_a_stable_rule_and_a_poison_instance(tmp_path: Path, database_url: str) -> None:
+def test_rules_by_cli_and_rest_a_stable_rule_and_a_poison_instance(tmp_path: Path, sqlite_url: str) -> None:
     from pynetdicom import AE, evt
     from pynetdicom.presentation import AllStoragePresentationContexts
 
@@ -140,7 +152,7 @@ def test_rules_by_cli_and_rest_a_stable_rule_and_a_poison_instance(tmp_path: Pat
     ae.supported_contexts = AllStoragePresentationContexts
     port = free_port()
     listener = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, handle_store)])
-    server = _server(tmp_path, database_url)
+    server = _server(tmp_path, sqlite_url)
     try:
         server.cli("node", "add", "poison", "--ae-title", "POISON", "--host", "127.0.0.1", "--port", str(port))
         missing = server.cli("route", "add", "x", "--to", "nowhere", check=False)
@@ -190,9 +202,9 @@ def test_rules_by_cli_and_rest_a_stable_rule_and_a_poison_instance(tmp_path: Pat
         listener.shutdown()
 
 
-def test_a_study_forwarded_by_hand_goes_whole_each_time(tmp_path: Path, database_url: str, scp: Scp) -> None:
+def test_a_study_forwarded_by_hand_goes_whole_each_time(tmp_path: Path, sqlite_url: str, scp: Scp) -> None:
     paths = generate("small", tmp_path / "corpus", 5, seed=9, per_series=5)
-    server = _server(tmp_path, database_url)
+    server = _server(tmp_path, sqlite_url)
     try:
         server.cli("node", "add", "dest", "--ae-title", "DEST", "--host", "127.0.0.1", "--port", str(scp.port))
         run_dcmtk("storescu", "-aec", server.ae_title, "127.0.0.1", str(server.dicom_port), *map(str, paths))
@@ -203,7 +215,7 @@ def test_a_study_forwarded_by_hand_goes_whole_each_time(tmp_path: Path, database
             job = json.loads(server.cli("jobs", "forward", study, "--to", "dest", "--json").stdout)
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
-                shown = json.loads(server.cli("jobs", "show", str(job["id"])).stdout)
+                shown = _job(server, job["id"])
                 if shown["state"] == "done":
                     break
                 time.sleep(0.2)
@@ -220,11 +232,11 @@ def test_a_study_forwarded_by_hand_goes_whole_each_time(tmp_path: Path, database
         server.stop()
 
 
-def test_find_and_retrieve_from_a_second_openpacs(tmp_path: Path, database_url: str) -> None:
+def test_find_and_retrieve_from_a_second_openpacs(tmp_path: Path, sqlite_url: str) -> None:
     paths = generate("small", tmp_path / "remote-corpus", 6, seed=13, per_series=3)
     first = pydicom.dcmread(paths[0], stop_before_pixels=True)
     study, patient = str(first.StudyInstanceUID), str(first.PatientID)
-    ours = _server(tmp_path / "ours", database_url)
+    ours = _server(tmp_path / "ours", sqlite_url)
     remote = start_server(
         tmp_path / "remote" / "data",
         f"sqlite:///{tmp_path / 'remote.sqlite3'}",
@@ -246,7 +258,7 @@ def test_find_and_retrieve_from_a_second_openpacs(tmp_path: Path, database_url: 
         deadline = time.monotonic() + 60
         shown: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            shown = json.loads(ours.cli("jobs", "show", str(job["id"])).stdout)
+            shown = _job(ours, job["id"])
             if shown["state"] in ("done", "failed"):
                 break
             time.sleep(0.3)

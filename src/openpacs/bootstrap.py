@@ -153,6 +153,7 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
     )
     remote = RemoteService(index, peer, ae_title=settings.ae_title, clock=utcnow, wake=runner.wake)
     executors[JobKind.RETRIEVE] = remote.execute
+    executors[JobKind.PREFETCH] = remote.prefetch
     return Application(
         settings=settings,
         index=index,
@@ -217,11 +218,18 @@ def seed_routes(app: Application) -> None:
     rules = []
     for seed in app.settings.routes:
         try:
-            action = (
-                Action(ActionKind.STOW, url=seed.stow_url, transfer_syntax=seed.transfer_syntax)
-                if seed.stow_url
-                else Action(ActionKind.FORWARD, node=seed.to, transfer_syntax=seed.transfer_syntax)
-            )
+            if seed.prefetch_from:
+                action = Action(
+                    ActionKind.PREFETCH,
+                    node=seed.prefetch_from,
+                    priors=seed.priors,
+                    modalities=seed.prior_modalities,
+                    max_age_days=seed.prior_max_age_days,
+                )
+            elif seed.stow_url:
+                action = Action(ActionKind.STOW, url=seed.stow_url, transfer_syntax=seed.transfer_syntax)
+            else:
+                action = Action(ActionKind.FORWARD, node=seed.to, transfer_syntax=seed.transfer_syntax)
             conditions = [Condition.parse(text) for text in seed.when]
         except OpenPacsError as exc:
             log.error("routing rule %s of the configuration is not usable: %s", seed.name, exc.reason)

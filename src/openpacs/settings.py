@@ -175,6 +175,10 @@ class RouteSeed(BaseModel):
     on: Literal["instance", "stable"] = Field("instance", description="Fire per instance or on study stable.")
     transfer_syntax: str = Field("", description="Send in this transfer syntax (lossless transcoding).")
     priority: int = Field(0, description="Higher first.")
+    prefetch_from: str = Field("", description="Fetch the patient's prior studies from this node (instead of to).")
+    priors: int = Field(3, ge=1, le=50, description="Prefetch: how many prior studies, newest first.")
+    prior_modalities: str = Field("", description="Prefetch: only priors with these modalities (CT,MR).")
+    prior_max_age_days: int = Field(0, ge=0, description="Prefetch: only priors at most this old (0: any).")
 
 
 class NodeSeed(BaseModel):

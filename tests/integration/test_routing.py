@@ -265,6 +265,32 @@ def test_find_and_retrieve_from_a_second_openpacs(tmp_path: Path, sqlite_url: st
         assert shown["state"] == "done" and shown["progress"]["completed"] == 6, shown
         stats = json.loads(ours.cli("stats", "--json").stdout)
         assert stats["instances"] == 6
+
+        # prefetch: a new study of a patient brings the patient's priors from the remote node
+        studies = []
+        for seed, date in ((21, "20200101"), (22, "20230101"), (23, "20260101")):
+            files = generate("small", tmp_path / f"prior-{seed}", 2, seed=seed, per_series=2)
+            for path in files:
+                ds = pydicom.dcmread(path)
+                ds.PatientID, ds.StudyDate = "PRIOR1", date
+                ds.save_as(path, enforce_file_format=True)
+            studies.append((str(pydicom.dcmread(files[0]).StudyInstanceUID), files))
+        for _, files in studies[:2]:
+            run_dcmtk("storescu", "-aec", "REMOTE", "127.0.0.1", str(remote.dicom_port), *map(str, files))
+        ours.cli("route", "add", "priors", "--prefetch-from", "remote", "--priors", "1", "--when", "PatientID=PRIOR*")
+        run_dcmtk("storescu", "-aec", ours.ae_title, "127.0.0.1", str(ours.dicom_port), *map(str, studies[2][1]))
+        deadline = time.monotonic() + 60
+        newest_prior = studies[1][0]
+        found_here: list[Any] = []
+        while time.monotonic() < deadline:
+            found_here = json.loads(ours.cli("stats", "--json").stdout)["studies"], _jobs(ours)["jobs"]
+            prefetches = [j for j in found_here[1] if j["kind"] == "prefetch"]
+            if prefetches and all(j["state"] == "done" for j in prefetches):
+                break
+            time.sleep(0.3)
+        (prefetch,) = [j for j in _jobs(ours)["jobs"] if j["kind"] == "prefetch"]
+        assert prefetch["state"] == "done" and prefetch["progress"]["priors"] == [newest_prior], prefetch
+        assert json.loads(ours.cli("stats", "--json").stdout)["studies"] == 3  # the first, the new one, one prior
     finally:
         ours.stop()
         remote.stop()

@@ -39,6 +39,16 @@ def route_add(
     name: Annotated[str, typer.Argument(help="Unique name of the rule.")],
     to: Annotated[str, typer.Option("--to", help="Node to forward to (C-STORE).")] = "",
     stow_url: Annotated[str, typer.Option("--stow-url", help="DICOMweb service to forward to (STOW-RS).")] = "",
+    prefetch_from: Annotated[
+        str, typer.Option("--prefetch-from", help="Fetch the patient's prior studies from this node.")
+    ] = "",
+    priors: Annotated[int, typer.Option("--priors", min=1, max=50, help="How many priors (newest first).")] = 3,
+    prior_modalities: Annotated[
+        str, typer.Option("--prior-modalities", help="Only priors with these modalities (CT,MR).")
+    ] = "",
+    prior_max_age_days: Annotated[
+        int, typer.Option("--prior-max-age-days", min=0, help="Only priors at most this old (0: any).")
+    ] = 0,
     when: Annotated[
         list[str], typer.Option("--when", help="KEYWORD=wildcard, KEYWORD==exact or KEYWORD~=regex; repeat.")
     ] = [],  # noqa: B006 (typer's list option)
@@ -54,19 +64,26 @@ def route_add(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Add a rule; a running server applies it to what arrives next."""
-    if bool(to) == bool(stow_url):
-        err.print("[red]error:[/red] give --to NODE or --stow-url URL")
+    if sum(map(bool, (to, stow_url, prefetch_from))) != 1:
+        err.print("[red]error:[/red] give --to NODE, --stow-url URL or --prefetch-from NODE")
         raise typer.Exit(2)
     if on not in ("instance", "stable"):
         err.print("[red]error:[/red] --on is instance or stable")
         raise typer.Exit(2)
 
     def add(app: bootstrap.Application) -> Rule:
-        action = (
-            Action(ActionKind.FORWARD, node=to, transfer_syntax=transfer_syntax)
-            if to
-            else Action(ActionKind.STOW, url=stow_url, transfer_syntax=transfer_syntax)
-        )
+        if prefetch_from:
+            action = Action(
+                ActionKind.PREFETCH,
+                node=prefetch_from,
+                priors=priors,
+                modalities=prior_modalities,
+                max_age_days=prior_max_age_days,
+            )
+        elif to:
+            action = Action(ActionKind.FORWARD, node=to, transfer_syntax=transfer_syntax)
+        else:
+            action = Action(ActionKind.STOW, url=stow_url, transfer_syntax=transfer_syntax)
         conditions = [Condition.parse(text) for text in when]
         rule = Rule(name, RuleEvent(on), conditions, [action], priority=priority, description=description)
         return app.routing.add(rule, cli_actor())

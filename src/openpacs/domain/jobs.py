@@ -31,6 +31,7 @@ ACTIVE = (JobState.PENDING, JobState.RUNNING, JobState.PAUSED)
 class JobKind(StrEnum):
     FORWARD = "forward"  # the instances of a study to a node (C-STORE) or a DICOMweb server
     RETRIEVE = "retrieve"  # studies, series or instances from another PACS (C-MOVE to us)
+    PREFETCH = "prefetch"  # a patient's prior studies from another PACS, chosen by C-FIND
 
 
 @dataclass

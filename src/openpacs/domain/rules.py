@@ -89,25 +89,33 @@ class Condition:
 class ActionKind(StrEnum):
     FORWARD = "forward"  # C-STORE to a node
     STOW = "stow"  # STOW-RS to a DICOMweb server
+    PREFETCH = "prefetch"  # fetch the patient's prior studies from a node (C-FIND, C-MOVE to us)
 
 
 @dataclass(frozen=True)
 class Action:
-    """What a rule does: send to ``node`` (C-STORE) or to ``url`` (STOW-RS)."""
+    """What a rule does: send to ``node`` (C-STORE) or to ``url`` (STOW-RS); or prefetch from
+    ``node`` the patient's ``priors`` newest prior studies (of ``modalities``, if given, and
+    at most ``max_age_days`` old, if given)."""
 
     kind: ActionKind
     node: str = ""
     url: str = ""
     transfer_syntax: str = ""  # "" = what the destination accepts, the stored syntax first
+    priors: int = 0
+    modalities: str = ""  # comma-separated
+    max_age_days: int = 0
 
     @property
     def destination(self) -> str:
         """The queue of this action: jobs to one destination share its lease."""
-        return f"node:{self.node}" if self.kind is ActionKind.FORWARD else f"stow:{self.url}"
+        if self.kind is ActionKind.STOW:
+            return f"stow:{self.url}"
+        return f"{'node' if self.kind is ActionKind.FORWARD else 'retrieve'}:{self.node}"
 
-    def to_json(self) -> dict[str, str]:
-        out = {"kind": str(self.kind)}
-        for name in ("node", "url", "transfer_syntax"):
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": str(self.kind)}
+        for name in ("node", "url", "transfer_syntax", "priors", "modalities", "max_age_days"):
             value = getattr(self, name)
             if value:
                 out[name] = value
@@ -115,7 +123,15 @@ class Action:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Action:
-        return cls(ActionKind(data["kind"]), data.get("node", ""), data.get("url", ""), data.get("transfer_syntax", ""))
+        return cls(
+            ActionKind(data["kind"]),
+            data.get("node", ""),
+            data.get("url", ""),
+            data.get("transfer_syntax", ""),
+            int(data.get("priors", 0)),
+            data.get("modalities", ""),
+            int(data.get("max_age_days", 0)),
+        )
 
 
 @dataclass

@@ -24,10 +24,13 @@ class ConditionModel(BaseModel):
 
 
 class ActionModel(BaseModel):
-    kind: Literal["forward", "stow"] = "forward"
-    node: str = Field(default="", max_length=64, description="forward: the node to C-STORE to.")
+    kind: Literal["forward", "stow", "prefetch"] = "forward"
+    node: str = Field(default="", max_length=64, description="forward: the node to C-STORE to; prefetch: from.")
     url: str = Field(default="", max_length=1000, description="stow: the DICOMweb service root URL.")
     transfer_syntax: str = Field(default="", max_length=64, pattern=r"^([0-9]+(\.[0-9]+)*)?$")
+    priors: int = Field(default=3, ge=1, le=50, description="prefetch: how many prior studies, newest first.")
+    modalities: str = Field(default="", max_length=200, description="prefetch: only priors of these (CT,MR).")
+    max_age_days: int = Field(default=0, ge=0, description="prefetch: only priors at most this old (0: any).")
 
 
 class RuleModel(BaseModel):
@@ -51,7 +54,10 @@ async def add_rule(body: RuleModel, request: Request, caller: Router) -> dict[st
         name=body.name,
         event=RuleEvent(body.event),
         conditions=[Condition.of(c.keyword, c.pattern, MatchKind(c.kind)) for c in body.conditions],
-        actions=[Action(ActionKind(a.kind), a.node, a.url, a.transfer_syntax) for a in body.actions],
+        actions=[
+            Action(ActionKind(a.kind), a.node, a.url, a.transfer_syntax, a.priors, a.modalities, a.max_age_days)
+            for a in body.actions
+        ],
         enabled=body.enabled,
         priority=body.priority,
         description=body.description,

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from openpacs.domain import dicom_json as dj
 from openpacs.domain.errors import InvalidQuery, NotFound, PeerError
 from openpacs.domain.jobs import Job, JobKind
 from openpacs.domain.records import Actor
@@ -139,4 +140,58 @@ class RemoteService:
         run.progress.update(counts)
         if counts.get("failed"):
             return Outcome(Verdict.FAILED, f"{counts['failed']} sub-operations failed at {params['node']}")
+        return Outcome(Verdict.DONE)
+
+    def prefetch(self, run: Run) -> Outcome:
+        """The ``prefetch`` executor: the patient's prior studies at the node (C-FIND by Patient
+        ID), those we lack, newest first, filtered as the rule says, retrieved by one C-MOVE."""
+        params = run.job.params
+        action = params["action"]
+        try:
+            address, _ = self._address(action["node"])
+        except NotFound as exc:
+            return Outcome(Verdict.FAILED, exc.reason)
+        keys = {
+            "00100020": {"vr": "LO", "Value": [params["patient_id"]]},
+            "0020000D": {"vr": "UI"},
+            "00080020": {"vr": "DA"},
+            "00080061": {"vr": "CS"},
+        }
+        try:
+            answers = self._peer.find(address, "STUDY", keys)
+        except PeerError as exc:
+            return Outcome(Verdict.RETRY, exc.reason)
+        wanted_modalities = {m.strip().upper() for m in str(action.get("modalities", "")).split(",") if m.strip()}
+        oldest = ""
+        if int(action.get("max_age_days", 0)):
+            oldest = (self._clock() - timedelta(days=int(action["max_age_days"]))).strftime("%Y%m%d")
+        candidates = []
+        with self._index.session() as session:
+            for answer in answers:
+                uid = dj.text(answer, "0020000D")
+                date = dj.text(answer, "00080020")
+                modalities = {str(m).upper() for m in dj.values(answer, "00080061")}
+                if not uid or uid == params["study"] or session.study(uid) is not None:
+                    continue
+                if wanted_modalities and modalities and not modalities & wanted_modalities:
+                    continue
+                if oldest and date and date < oldest:
+                    continue
+                candidates.append((date, uid))
+        chosen = [uid for _, uid in sorted(candidates, reverse=True)[: int(action.get("priors", 0)) or 3]]
+        run.progress["priors"] = chosen
+        if not chosen:
+            return Outcome(Verdict.DONE)
+
+        def progress(counts: dict[str, int]) -> bool:
+            run.progress.update(counts)
+            return run.beat()
+
+        try:
+            counts = self._peer.move(address, "STUDY", chosen, self._ae_title, progress=progress)
+        except PeerError as exc:
+            return Outcome(Verdict.RETRY, exc.reason)
+        run.progress.update(counts)
+        if counts.get("failed"):
+            return Outcome(Verdict.FAILED, f"{counts['failed']} sub-operations failed at {action['node']}")
         return Outcome(Verdict.DONE)

@@ -102,7 +102,7 @@ class RoutingService:
         now = self._clock()
         with self._index.session(write=True) as session:
             for action in rule.actions:
-                if action.kind is ActionKind.FORWARD and session.node(action.node) is None:
+                if action.kind in (ActionKind.FORWARD, ActionKind.PREFETCH) and session.node(action.node) is None:
                     raise NotFound(f"no node named {action.node!r}: add it first (openpacs node add)")
                 if action.kind is ActionKind.STOW and not action.url.startswith(("http://", "https://")):
                     raise InvalidQuery(f"{action.url!r} is not an http(s) URL of a DICOMweb service")
@@ -186,10 +186,13 @@ class RoutingService:
 
     def _route(self, session: IndexSession, rules: list[Rule], instances: list[StoredInstance], now: datetime) -> int:
         wanted: dict[tuple[str, Action, str], list[int]] = {}
+        sources = _prefetch_sources(session, rules)
         for instance in instances:
             for rule in rules:
                 if rule.matches(values_of(instance, rule.keywords())):
                     for action in rule.actions:
+                        if action.kind is ActionKind.PREFETCH and instance.source_ae_title == sources.get(action.node):
+                            continue  # what a prefetch brings does not prefetch again
                         wanted.setdefault((rule.name, action, instance.study_instance_uid), []).append(instance.pk)
         by_name = {r.name: r for r in rules}
         for (name, action, study), pks in wanted.items():
@@ -202,9 +205,14 @@ class RoutingService:
             instances = [i for i in session.stored_instances(Level.STUDY, [study], hidden=True) if _sendable(i)]
             if not instances:
                 continue
+            sources = _prefetch_sources(session, rules)
             for rule in rules:
                 if rule.matches(values_of(instances[0], rule.keywords())):
                     for action in rule.actions:
+                        if action.kind is ActionKind.PREFETCH and instances[0].source_ae_title == sources.get(
+                            action.node
+                        ):
+                            continue
                         self._enqueue(session, rule, action, study, [i.pk for i in instances], now)
                         count += 1
         return count
@@ -212,6 +220,22 @@ class RoutingService:
     @staticmethod
     def _enqueue(session: IndexSession, rule: Rule, action: Action, study: str, pks: list[int], now: datetime) -> None:
         slots = 1
+        if action.kind is ActionKind.PREFETCH:
+            node = session.node(action.node)
+            row = session.study(study)
+            patient_id = dj.text(session.patient(row.patient_pk).attrs, "00100020") if row is not None else ""
+            key = f"{rule.name}|{action.destination}|{patient_id}|{study}"
+            if not patient_id or session.jobs.queued(key):
+                return  # one prefetch per new study of a patient
+            prefetch = Job(
+                kind=JobKind.PREFETCH,
+                queue=action.destination,
+                params={"rule": rule.name, "action": action.to_json(), "patient_id": patient_id, "study": study},
+                priority=rule.priority - 1,  # behind the patient's current work
+                study_instance_uid=study,
+            )
+            session.jobs.add(prefetch, node.max_associations if node is not None else 1, now, dedupe_key=key)
+            return
         if action.kind is ActionKind.FORWARD:
             node = session.node(action.node)
             slots = node.max_associations if node is not None else 1
@@ -240,6 +264,17 @@ class RoutingService:
             if due:
                 session.add_changes([ChangeRecord("study_stable", Level.STUDY, uid) for uid in due], now)
         return len(due)
+
+
+def _prefetch_sources(session: IndexSession, rules: list[Rule]) -> dict[str, str]:
+    """Node name -> AE title of the nodes prefetch rules fetch from."""
+    out = {}
+    for rule in rules:
+        for action in rule.actions:
+            if action.kind is ActionKind.PREFETCH and action.node not in out:
+                node = session.node(action.node)
+                out[action.node] = node.ae_title if node is not None else ""
+    return out
 
 
 def _sendable(instance: StoredInstance) -> bool:

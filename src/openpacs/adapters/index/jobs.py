@@ -119,8 +119,17 @@ class JobTable:
             ).scalar_one()
         )
 
-    def add(self, job: Job, slots: int, now: datetime) -> int:
-        """A job of its own (no instance range: a retrieval, a migration)."""
+    def queued(self, dedupe_key: str) -> bool:
+        """Whether a job of this key waits, runs, is paused or is done (not failed nor cancelled)."""
+        j = t.job
+        states = [str(JobState.PENDING), str(JobState.RUNNING), str(JobState.PAUSED), str(JobState.DONE)]
+        found = self.connection.execute(
+            sa.select(j.c.pk).where(j.c.dedupe_key == dedupe_key, j.c.state.in_(states)).limit(1)
+        ).first()
+        return found is not None
+
+    def add(self, job: Job, slots: int, now: datetime, *, dedupe_key: str = "") -> int:
+        """A job of its own (no instance range: a retrieval, a prefetch, a migration)."""
         j = t.job
         return int(
             self.connection.execute(
@@ -132,6 +141,7 @@ class JobTable:
                     state=str(JobState.PENDING),
                     priority=job.priority,
                     study_instance_uid=job.study_instance_uid,
+                    dedupe_key=dedupe_key[:500],
                     params=job.params,
                     progress=job.progress,
                     next_attempt_at=job.next_attempt_at or now,

@@ -70,6 +70,8 @@ class Condition:
     def of(cls, keyword: str, pattern: str, kind: MatchKind | str) -> Condition:
         from openpacs.domain.tags import tag_of
 
+        if not keyword:
+            raise InvalidQuery("a condition names an attribute: Keyword=pattern")
         if keyword not in ASSOCIATION_KEYS:
             try:
                 tag_of(keyword)

@@ -27,6 +27,7 @@ from openpacs.domain.tags import Level, key, keyword_of, tag_of, vr_of
 from openpacs.ports.index import IndexSession, PatientRow
 from openpacs.services import qa_edits
 from openpacs.services.provenance import left_the_archive, patient_provenance
+from openpacs.services.qa_runner import NOUN
 from openpacs.services.reallocate import ReallocationOps
 from openpacs.services.rejection import RejectionOps
 
@@ -37,8 +38,6 @@ ISSUER = key("IssuerOfPatientID")
 ISSUER_QUALIFIERS = key("IssuerOfPatientIDQualifiersSequence")
 _NUMERIC = {"IS": int, "US": int, "UL": int, "SS": int, "SL": int, "UV": int, "SV": int, "DS": float, "FL": float,
             "FD": float}  # fmt: skip
-_NOUN = {Level.STUDY: "study", Level.SERIES: "series", Level.IMAGE: "instance", Level.PATIENT: "patient"}
-_LEVEL_NAMES = {Level.PATIENT: "patient", Level.STUDY: "study", Level.SERIES: "series"}
 
 
 @dataclass(frozen=True)
@@ -367,11 +366,11 @@ class ReconcileService(RejectionOps, ReallocationOps):
         def plan(session: IndexSession) -> Operation:
             row = session.study(uid) if level is Level.STUDY else session.series(uid)
             if row is None:
-                raise NotFound(f"no {_LEVEL_NAMES[level]} {uid}")
+                raise NotFound(f"no {NOUN[level]} {uid}")
             target = {"level": str(level), "uid": uid}
             edits = self._attribute_edits(target, row.attrs, values)
             summary = self._summary(session, level, row.pk, edits, uid)
-            return Operation(kind, reason, {_LEVEL_NAMES[level]: uid, "set": values}, edits, summary)
+            return Operation(kind, reason, {NOUN[level]: uid, "set": values}, edits, summary)
 
         return self._run(plan, actor, dry_run, resolves)
 
@@ -382,8 +381,8 @@ class ReconcileService(RejectionOps, ReallocationOps):
         refused = [k for k in values if k not in allowed]
         if refused:
             raise InvalidQuery(
-                f"{', '.join(refused)} cannot be changed at {_LEVEL_NAMES[level]} level "
-                f"(editable: {', '.join(allowed)}; see qa.{_LEVEL_NAMES[level]}_attributes)"
+                f"{', '.join(refused)} cannot be changed at {NOUN[level]} level "
+                f"(editable: {', '.join(allowed)}; see qa.{NOUN[level]}_attributes)"
             )
 
     @staticmethod

@@ -45,15 +45,6 @@ class Reallocation:
         row = self.connection.execute(sa.select(a.c.level, a.c.new_uid).where(a.c.old_uid == uid)).first()
         return None if row is None else (row[0], row[1])
 
-    def aliases_to(self, uids: Collection[str]) -> dict[str, str]:
-        """Retired UID -> current UID, for the aliases that now point to any of *uids*."""
-        a = t.uid_alias
-        out: dict[str, str] = {}
-        for chunk in iter_chunks(list(uids)):
-            rows = self.connection.execute(sa.select(a.c.old_uid, a.c.new_uid).where(a.c.new_uid.in_(list(chunk))))
-            out.update({r[0]: r[1] for r in rows})
-        return out
-
     def places(self, sop_instance_uids: Sequence[str]) -> dict[str, InstancePlace]:
         """Where each instance is (series, study, patient) and its own attribute set."""
         i, se, st = t.instance, t.series, t.study

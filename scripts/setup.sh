@@ -2,7 +2,7 @@
 # Set up everything OpenPACS needs on this machine, idempotently:
 #   scripts/setup.sh serve   Python virtual environment with OpenPACS, and the OHIF viewer
 #                            (npm package @ohif/app, prebuilt) unpacked into a cache
-#   scripts/setup.sh test    the same plus the real parts the tests use: DCMTK, dicom3tools, Chromium, a
+#   scripts/setup.sh test    the same plus the real parts the tests use: DCMTK, dicom3tools, Orthanc, Chromium, a
 #                            running PostgreSQL on 127.0.0.1:5432 (started from Debian's
 #                            packages when none runs). Debian packages are installed when run
 #                            as root.
@@ -70,6 +70,11 @@ fi
 # -- DCMTK (the reference DICOM tools the integration tests drive) ---------------------
 if ! command -v storescu >/dev/null || ! command -v findscu >/dev/null; then
   apt_install dcmtk
+fi
+
+# -- Orthanc (a peer PACS in the routing and migration tests; Debian's package, not started as a service)
+if ! command -v Orthanc >/dev/null; then
+  apt_install orthanc
 fi
 
 # -- dicom3tools (dciodvfy checks the objects corrections send out) ----------------------

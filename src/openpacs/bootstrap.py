@@ -33,6 +33,7 @@ from openpacs.services.forwarding import ForwardExecutor
 from openpacs.services.importer import ImportService
 from openpacs.services.ingest import IngestPolicy, IngestService
 from openpacs.services.jobs import Executor, JobRunner, JobService, JobSettings
+from openpacs.services.migration import MigrationService
 from openpacs.services.network import NetworkService
 from openpacs.services.nodes import NodeService
 from openpacs.services.outbound import OutboundService, PartService
@@ -85,6 +86,7 @@ class Application:
     jobs: JobService
     routing: RoutingService
     remote: RemoteService
+    migration: MigrationService
     _closed: bool = field(default=False)
 
     def close(self) -> None:
@@ -154,6 +156,18 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
     remote = RemoteService(index, peer, ae_title=settings.ae_title, clock=utcnow, wake=runner.wake)
     executors[JobKind.RETRIEVE] = remote.execute
     executors[JobKind.PREFETCH] = remote.prefetch
+    importer = ImportService(ingest, default_issuer=default_issuer)
+    migration = MigrationService(
+        index,
+        peer,
+        ingest,
+        importer,
+        ae_title=settings.ae_title,
+        default_issuer=default_issuer,
+        clock=utcnow,
+        wake=runner.wake,
+    )
+    executors[JobKind.MIGRATE] = migration.execute
     return Application(
         settings=settings,
         index=index,
@@ -172,7 +186,7 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
         retrieve=RetrieveService(index, outbound, nodes, peer, committer, clock=utcnow),
         archive=ArchiveService(index, clock=utcnow),
         network=NetworkService(nodes, peer, ingest),
-        importer=ImportService(ingest, default_issuer=default_issuer),
+        importer=importer,
         sweeper=SweeperService(index, blobs, grace_seconds=settings.storage.deletion_grace_seconds, clock=utcnow),
         peer=peer,
         users=UserService(
@@ -210,6 +224,7 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
             wake=runner.wake,
         ),
         remote=remote,
+        migration=migration,
     )
 
 
@@ -391,6 +406,7 @@ def http_app(app: Application, dicom_port: int) -> Any:
             jobs=app.jobs,
             routing=app.routing,
             remote=app.remote,
+            migration=app.migration,
         )
     )
 

@@ -28,6 +28,7 @@ from openpacs.cli.common import (
     fail,
     settings_from,
 )
+from openpacs.cli.migration import migrate_app
 from openpacs.cli.qa import qa_app
 from openpacs.cli.routing import jobs_app, remote_app, route_app
 from openpacs.cli.users import user_app
@@ -44,6 +45,7 @@ app.add_typer(qa_app, name="qa")
 app.add_typer(route_app, name="route")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(remote_app, name="remote")
+app.add_typer(migrate_app, name="migrate")
 
 
 @app.command()

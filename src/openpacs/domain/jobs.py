@@ -32,6 +32,7 @@ class JobKind(StrEnum):
     FORWARD = "forward"  # the instances of a study to a node (C-STORE) or a DICOMweb server
     RETRIEVE = "retrieve"  # studies, series or instances from another PACS (C-MOVE to us)
     PREFETCH = "prefetch"  # a patient's prior studies from another PACS, chosen by C-FIND
+    MIGRATE = "migrate"  # an old archive (a node, or a folder tree), study by study, then verified
 
 
 @dataclass

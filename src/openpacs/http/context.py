@@ -11,6 +11,7 @@ from openpacs.services.archive import ArchiveService
 from openpacs.services.deletion import DeletionService
 from openpacs.services.ingest import IngestService
 from openpacs.services.jobs import JobService
+from openpacs.services.migration import MigrationService
 from openpacs.services.network import NetworkService
 from openpacs.services.nodes import NodeService
 from openpacs.services.outbound import OutboundService, PartService
@@ -57,6 +58,7 @@ class HttpServices:
     jobs: JobService
     routing: RoutingService
     remote: RemoteService
+    migration: MigrationService
 
 
 def services(request: Request) -> HttpServices:

@@ -83,12 +83,17 @@ class ImportService:
         return summary
 
     def _import_file(self, path: Path, origin: Origin) -> str:
+        return self.import_file(path, origin)[0]
+
+    def import_file(self, path: Path, origin: Origin) -> tuple[str, str]:
+        """Import one file: (outcome, Study Instance UID). The outcome is ``imported``,
+        ``imported-conflict``, ``duplicate``, ``skipped:REASON`` or ``rejected:REASON``."""
         try:
             data = path.read_bytes()
         except OSError as exc:
-            return f"rejected:{exc.strerror or exc}"
+            return f"rejected:{exc.strerror or exc}", ""
         if not looks_like_dicom(data):
-            return "skipped:not DICOM"
+            return "skipped:not DICOM", ""
         try:
             if not has_file_meta(data):
                 parsed = parse_part10(data, bulk_threshold=1 << 30)
@@ -96,10 +101,10 @@ class ImportService:
                 data = meta + data
             outcome = self._ingest.store(data, origin)
         except OpenPacsError as exc:
-            return f"rejected:{exc.reason}"
+            return f"rejected:{exc.reason}", ""
         except Exception as exc:
             log.exception("importing %s failed", path)
-            return f"rejected:{type(exc).__name__}: {exc}"
+            return f"rejected:{type(exc).__name__}: {exc}", ""
         if outcome.status in (StoreStatus.DUPLICATE, StoreStatus.DUPLICATE_DIFFERS):
-            return "duplicate"
-        return "imported-conflict" if outcome.identity_conflict else "imported"
+            return "duplicate", outcome.study_instance_uid
+        return ("imported-conflict" if outcome.identity_conflict else "imported"), outcome.study_instance_uid

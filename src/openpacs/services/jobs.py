@@ -30,6 +30,7 @@ class Verdict(StrEnum):
     DONE = "done"
     RETRY = "retry"  # try again later (the destination is unreachable, say)
     FAILED = "failed"  # nothing more to try
+    WAIT = "wait"  # not now: run again at ``not_before`` (outside its allowed time windows, say)
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Outcome:
     verdict: Verdict
     error: str = ""
     progressed: bool = False  # something was delivered: the backoff starts over
+    not_before: datetime | None = None  # WAIT: when to run again
 
 
 class Run(Protocol):
@@ -171,6 +173,17 @@ class JobRunner:
                     {"job": job.pk},
                     now,
                 )
+            elif outcome.verdict is Verdict.WAIT:
+                session.jobs.finish(
+                    job.pk,
+                    holder,
+                    JobState.PENDING,
+                    run.progress,
+                    now,
+                    next_attempt_at=outcome.not_before or now + timedelta(seconds=self.settings.retry_max),
+                    reset_attempts=True,
+                )
+                return
             else:
                 attempts = 1 if outcome.progressed else job.attempts
                 wait = backoff(attempts, self.settings.retry_base, self.settings.retry_max)

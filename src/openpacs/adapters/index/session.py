@@ -16,6 +16,7 @@ from openpacs.adapters.index import tables as t
 from openpacs.adapters.index.accounts import Accounts
 from openpacs.adapters.index.fast import FastStatements, json_value
 from openpacs.adapters.index.jobs import JobTable, RuleTable
+from openpacs.adapters.index.migration import MigrationTable
 from openpacs.adapters.index.reallocation import Reallocation
 from openpacs.adapters.index.removal import Removed
 from openpacs.adapters.index.search import find_rows, load_stored_instances
@@ -64,6 +65,7 @@ class SqlIndexSession:
         self.reallocation = Reallocation(connection)
         self.jobs = JobTable(connection)
         self.rules = RuleTable(connection)
+        self.migration = MigrationTable(connection)
 
     def _run(self, statement: Any, values: dict[str, Any]) -> Any:
         return self._fast.execute(self.connection, statement, values)

@@ -421,3 +421,24 @@ alert = sa.Table(
     sa.Column("acknowledged_at", Timestamp, nullable=True),
     sa.Index(None, "created_at"),
 )
+
+migration_item = sa.Table(
+    "migration_item",
+    metadata,
+    sa.Column("pk", BigKey, primary_key=True, autoincrement=True),
+    sa.Column("job_pk", BigKey, sa.ForeignKey("job.pk", ondelete="CASCADE"), nullable=False),
+    sa.Column("study_instance_uid", sa.String(64), nullable=False),
+    sa.Column("patient_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("study_date", sa.String(16), nullable=False, server_default=""),
+    # pending, transferred, verified, mismatch, failed
+    sa.Column("state", sa.String(16), nullable=False),
+    # what the source holds ("there") and what the archive holds ("here"); NULL: not counted yet
+    sa.Column("there_series", sa.Integer, nullable=True),
+    sa.Column("there_instances", sa.Integer, nullable=True),
+    sa.Column("here_series", sa.Integer, nullable=True),
+    sa.Column("here_instances", sa.Integer, nullable=True),
+    sa.Column("detail", Json, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("job_pk", "study_instance_uid"),
+    sa.Index(None, "job_pk", "state", "pk"),
+)

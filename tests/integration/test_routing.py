@@ -211,6 +211,9 @@ def test_a_study_forwarded_by_hand_goes_whole_each_time(tmp_path: Path, sqlite_u
         study = str(pydicom.dcmread(paths[0], stop_before_pixels=True).StudyInstanceUID)
         unknown = server.cli("jobs", "forward", study, "--to", "nowhere", check=False)
         assert unknown.returncode == 1 and "no node named 'nowhere'" in unknown.stderr
+        patient = str(pydicom.dcmread(paths[0], stop_before_pixels=True).PatientID)
+        fix = server.cli("qa", "update-patient", patient, "--set", "PatientName=SENT^AFTER", "--reason", "typo",
+                         "--json")  # fmt: skip
         for _ in range(2):
             job = json.loads(server.cli("jobs", "forward", study, "--to", "dest", "--json").stdout)
             deadline = time.monotonic() + 30
@@ -221,6 +224,12 @@ def test_a_study_forwarded_by_hand_goes_whole_each_time(tmp_path: Path, sqlite_u
                 time.sleep(0.2)
             assert shown["state"] == "done" and shown["progress"]["sent"] == 5
         assert len(scp.wait_for(5)) == 5
+        # an undo of a correction lists the copies that left the archive since, forwarded ones too
+        undone = json.loads(
+            server.cli("qa", "undo", str(json.loads(fix.stdout)["id"]), "--reason", "back", "--json").stdout
+        )
+        sent = undone["summary"]["left_the_archive"]["retrievals"]
+        assert [(s["action"], s["destination"], s["instances"]) for s in sent] == [("forward-sent", "node:dest", 5)] * 2
         paused = json.loads(server.cli("jobs", "forward", study, "--to", "dest", "--json").stdout)
         server.cli("jobs", "cancel", str(paused["id"]), check=False)
         assert "cancelled" in server.cli("jobs", "list", "--state", "cancelled").stdout or json.loads(

@@ -17,10 +17,10 @@ from datetime import datetime
 
 from openpacs.domain import transfer_syntaxes as tsx
 from openpacs.domain.errors import PeerError
-from openpacs.domain.records import StoredInstance
+from openpacs.domain.records import Actor, ActorType, StoredInstance
 from openpacs.domain.rules import Action, ActionKind, Rule, RuleEvent
 from openpacs.domain.tags import Level
-from openpacs.ports.index import Index
+from openpacs.ports.index import AuditRecord, Index
 from openpacs.ports.peers import DicomPeer, OutgoingInstance, PeerAddress
 from openpacs.services.jobs import Outcome, Run, Verdict
 from openpacs.services.outbound import OutboundService
@@ -96,6 +96,20 @@ class ForwardExecutor:
             return Outcome(Verdict.RETRY, exc.reason)
         parked = [(uid, _status(reason), reason) for uid, reason in failures.items() if reason != interrupted]
         now = self._clock()
+        delivered = [i.sop_instance_uid for i in remaining[:attempted] if i.sop_instance_uid not in failures]
+        if delivered:
+            # the copies that left the archive: an undo of a correction lists them (provenance)
+            record = AuditRecord(
+                now,
+                Actor(ActorType.RULE, str(job.params.get("rule") or "manual")),
+                "forward-sent",
+                "success" if not parked else "partial",
+                [{"level": "STUDY", "uid": job.study_instance_uid}]
+                + [{"level": "IMAGE", "uid": uid} for uid in delivered[:100]],
+                {"destination": job.queue, "job": job.pk, "instances": len(delivered)},
+            )
+            with self._index.session(write=True) as session:
+                session.add_audit([record])
         if parked:
             with self._index.session(write=True) as session:
                 session.jobs.park(job.pk, parked, now)

@@ -20,7 +20,7 @@ from openpacs.domain.qa import EditKind, Operation
 from openpacs.domain.tags import keyword_of
 from openpacs.ports.index import IndexSession
 
-RETRIEVALS = ("move", "get", "wado-retrieve")
+RETRIEVALS = ("move", "get", "wado-retrieve", "forward-sent")  # copies that left the archive
 
 
 def patient_provenance(session: IndexSession, patient_pk: int) -> dict[str, dict[str, Any]]:

@@ -18,6 +18,7 @@ from typing import Any
 from openpacs.adapters.index.engine import SqlIndex
 from openpacs.adapters.storage.filesystem import FilesystemBlobStore
 from openpacs.dicomweb.peer import StowClient
+from openpacs.dimse.commitment import CommitmentScu
 from openpacs.dimse.peer import DimsePeer
 from openpacs.dimse.scp import DimseServices
 from openpacs.dimse.server import DimseConfig, DimseServer
@@ -28,6 +29,7 @@ from openpacs.domain.rules import Action, ActionKind, Condition, Rule, RuleEvent
 from openpacs.ports.blobstore import BlobStore
 from openpacs.services.archive import ArchiveService
 from openpacs.services.commit import GroupCommitter
+from openpacs.services.commitment import CommitmentService
 from openpacs.services.deletion import DeletionService
 from openpacs.services.forwarding import ForwardExecutor
 from openpacs.services.importer import ImportService
@@ -87,6 +89,7 @@ class Application:
     routing: RoutingService
     remote: RemoteService
     migration: MigrationService
+    commitments: CommitmentService
     _closed: bool = field(default=False)
 
     def close(self) -> None:
@@ -137,9 +140,24 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
     outbound = OutboundService(blobs, ae_title=settings.ae_title, clock=utcnow)
     routing_settings = settings.routing
     stow_headers = {"Authorization": f"Bearer {routing_settings.stow_token}"} if routing_settings.stow_token else {}
+    deletion = DeletionService(index, grace_seconds=settings.storage.deletion_grace_seconds, clock=utcnow)
+    commitments = CommitmentService(
+        index,
+        CommitmentScu(
+            ae_title=settings.ae_title, max_pdu=settings.dicom.max_pdu_length, timeout=settings.dicom.dimse_timeout
+        ),
+        deletion,
+        clock=utcnow,
+        wait=routing_settings.commitment_wait_seconds,
+    )
     executors: dict[JobKind, Executor] = {
         JobKind.FORWARD: ForwardExecutor(
-            index, outbound, peer, clock=utcnow, stow=StowClient(outbound.encode, headers=stow_headers)
+            index,
+            outbound,
+            peer,
+            clock=utcnow,
+            stow=StowClient(outbound.encode, headers=stow_headers),
+            commitments=commitments,
         )
     }
     runner = JobRunner(
@@ -198,7 +216,7 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
                 session_hours=settings.http.session_hours,
             ),
         ),
-        deletion=DeletionService(index, grace_seconds=settings.storage.deletion_grace_seconds, clock=utcnow),
+        deletion=deletion,
         parts=PartService(outbound, blobs),
         rendering=RenderService(outbound),
         reconcile=ReconcileService(
@@ -225,6 +243,7 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
         ),
         remote=remote,
         migration=migration,
+        commitments=commitments,
     )
 
 
@@ -244,7 +263,13 @@ def seed_routes(app: Application) -> None:
             elif seed.stow_url:
                 action = Action(ActionKind.STOW, url=seed.stow_url, transfer_syntax=seed.transfer_syntax)
             else:
-                action = Action(ActionKind.FORWARD, node=seed.to, transfer_syntax=seed.transfer_syntax)
+                action = Action(
+                    ActionKind.FORWARD,
+                    node=seed.to,
+                    transfer_syntax=seed.transfer_syntax,
+                    commit=seed.commit,
+                    delete_after=seed.delete_after,
+                )
             conditions = [Condition.parse(text) for text in seed.when]
         except OpenPacsError as exc:
             log.error("routing rule %s of the configuration is not usable: %s", seed.name, exc.reason)
@@ -368,7 +393,9 @@ def dimse_server(app: Application) -> DimseServer:
             check_called_ae=settings.dicom.check_called_ae_title,
             reuse_port=settings.dicom.reuse_port,
         ),
-        DimseServices(nodes=app.nodes, ingest=app.ingest, query=app.query, retrieve=app.retrieve),
+        DimseServices(
+            nodes=app.nodes, ingest=app.ingest, query=app.query, retrieve=app.retrieve, commitments=app.commitments
+        ),
     )
 
 

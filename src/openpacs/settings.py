@@ -161,6 +161,13 @@ class RoutingSettings(BaseModel):
         300.0, gt=0, description="Longest wait between tries (the wait doubles up to this)."
     )
     stow_token: str = Field("", description="Bearer token sent with STOW-RS forwarding (empty: none).")
+    commitment_wait_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="How long a storage commitment request waits for the report on its own association;"
+        " later reports come on an association the node opens to us.",
+    )
 
 
 class RouteSeed(BaseModel):
@@ -179,6 +186,8 @@ class RouteSeed(BaseModel):
     priors: int = Field(3, ge=1, le=50, description="Prefetch: how many prior studies, newest first.")
     prior_modalities: str = Field("", description="Prefetch: only priors with these modalities (CT,MR).")
     prior_max_age_days: int = Field(0, ge=0, description="Prefetch: only priors at most this old (0: any).")
+    commit: bool = Field(False, description="Ask the node (to) for storage commitment once a study is delivered.")
+    delete_after: bool = Field(False, description="Delete here what the node committed to (needs commit).")
 
 
 class NodeSeed(BaseModel):

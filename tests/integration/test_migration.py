@@ -6,12 +6,8 @@ listed and a study missing an instance reported as a mismatch."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,43 +16,12 @@ import httpx
 import pydicom
 import pytest
 
-from conftest import ServerProcess, free_port, require, run_dcmtk, start_server
+from conftest import ServerProcess, run_dcmtk, start_server
 from corpus import generate
+from peers import Orthanc, start_orthanc
 from web import accounts_of
 
 pytestmark = pytest.mark.usefixtures("dcmtk")
-
-
-@dataclass
-class Orthanc:
-    port: int
-    http: int
-    process: subprocess.Popen[bytes]
-
-
-def _orthanc_config(workdir: Path, port: int, http: int, ours_port: int) -> dict[str, Any]:
-    from archive_bench import _strip_comments
-
-    config: dict[str, Any] = json.loads(_strip_comments(Path("/etc/orthanc/orthanc.json").read_text()))
-    config.update(
-        {
-            "Name": "old-pacs",
-            "StorageDirectory": str(workdir / "storage"),
-            "IndexDirectory": str(workdir / "index"),
-            "DicomAet": "ORTHANC",
-            "DicomPort": port,
-            "HttpPort": http,
-            "Plugins": [],
-            "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
-            "DicomAlwaysAllowFind": True,
-            "DicomAlwaysAllowMove": True,
-            "DicomAlwaysAllowGet": True,
-            "DicomAlwaysAllowStore": True,
-            "DicomModalities": {"openpacs": ["OPENPACS", "127.0.0.1", ours_port]},
-        }
-    )
-    return config
 
 
 @pytest.fixture
@@ -79,32 +44,12 @@ def ours(tmp_path: Path) -> Iterator[ServerProcess]:
 
 @pytest.fixture
 def orthanc(tmp_path: Path, ours: ServerProcess) -> Iterator[Orthanc]:
-    binary = shutil.which("Orthanc")
-    require(binary is not None, "Debian's Orthanc (apt-get install orthanc)")
-    assert binary is not None
-    workdir = tmp_path / "orthanc"
-    workdir.mkdir()
-    port, http = free_port(), free_port()
-    (workdir / "orthanc.json").write_text(json.dumps(_orthanc_config(workdir, port, http, ours.dicom_port)))
-    log = (workdir / "orthanc.log").open("wb")
-    process = subprocess.Popen(
-        [binary, str(workdir / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT,
-        env={**os.environ, "TCP_NODELAY": "1"},
-    )  # fmt: skip
+    peer = start_orthanc(tmp_path / "orthanc", {"openpacs": ["OPENPACS", "127.0.0.1", ours.dicom_port]})
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{http}/system", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        ours.cli("node", "add", "orthanc", "--ae-title", "ORTHANC", "--host", "127.0.0.1", "--port", str(port))
-        yield Orthanc(port, http, process)
+        ours.cli("node", "add", "orthanc", "--ae-title", "ORTHANC", "--host", "127.0.0.1", "--port", str(peer.port))
+        yield peer
     finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+        peer.stop()
 
 
 def _load(orthanc: Orthanc, paths: list[Path]) -> None:

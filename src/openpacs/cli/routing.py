@@ -56,6 +56,12 @@ def route_add(
         "instance"
     ),
     transfer_syntax: Annotated[str, typer.Option("--transfer-syntax", help="Send in this syntax (UID).")] = "",
+    commit: Annotated[
+        bool, typer.Option("--commit", help="Ask the node for storage commitment once the study is delivered.")
+    ] = False,
+    delete_after: Annotated[
+        bool, typer.Option("--delete-after", help="Delete here what the node committed to (needs --commit).")
+    ] = False,
     priority: Annotated[int, typer.Option("--priority", help="Higher first.")] = 0,
     description: Annotated[str, typer.Option("--description", help="Free text.")] = "",
     as_json: JsonOut = False,
@@ -81,7 +87,9 @@ def route_add(
                 max_age_days=prior_max_age_days,
             )
         elif to:
-            action = Action(ActionKind.FORWARD, node=to, transfer_syntax=transfer_syntax)
+            action = Action(
+                ActionKind.FORWARD, node=to, transfer_syntax=transfer_syntax, commit=commit, delete_after=delete_after
+            )
         else:
             action = Action(ActionKind.STOW, url=stow_url, transfer_syntax=transfer_syntax)
         conditions = [Condition.parse(text) for text in when]

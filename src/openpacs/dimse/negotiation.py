@@ -44,11 +44,12 @@ QUERY_RETRIEVE = frozenset(
     {PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE, PATIENT_ROOT_GET, STUDY_ROOT_FIND, STUDY_ROOT_MOVE, STUDY_ROOT_GET}
 )
 COMMAND_SYNTAXES = (tsx.EXPLICIT_LE, tsx.IMPLICIT_LE, tsx.EXPLICIT_BE, tsx.DEFLATED_LE)
+STORAGE_COMMITMENT_PUSH = "1.2.840.10008.1.20.1"
 
 
 def is_storage_sop_class(uid: str) -> bool:
     """A storage SOP class pynetdicom knows, or an unknown one (taken as storage, e.g. private)."""
-    if uid in QUERY_RETRIEVE or uid == VERIFICATION:
+    if uid in QUERY_RETRIEVE or uid in (VERIFICATION, STORAGE_COMMITMENT_PUSH):
         return False
     service = sop_class.uid_to_service_class(uid)
     return service is StorageServiceClass or service is ServiceClass
@@ -120,6 +121,10 @@ def supported_contexts(requested: list[PresentationContext]) -> list[Presentatio
         if abstract == VERIFICATION or abstract in QUERY_RETRIEVE:
             ours: tuple[str, ...] = COMMAND_SYNTAXES
             roles = False
+        elif abstract == STORAGE_COMMITMENT_PUSH:
+            # a node we asked for commitment reports on an association of its own, as SCP (PS3.4 J.3.3)
+            ours = COMMAND_SYNTAXES
+            roles = True
         elif is_storage_sop_class(abstract):
             ours = tsx.ACCEPTED
             roles = True

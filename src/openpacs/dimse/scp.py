@@ -29,6 +29,7 @@ from openpacs.domain.matching import Model
 from openpacs.domain.part10 import encode_file_meta
 from openpacs.domain.records import Origin, StoreStatus
 from openpacs.ports.peers import SendResult
+from openpacs.services.commitment import CommitmentService
 from openpacs.services.ingest import IngestService
 from openpacs.services.nodes import AccessDecision, NodeService, Service
 from openpacs.services.outbound import CannotEncode
@@ -56,6 +57,7 @@ class DimseServices:
     ingest: IngestService
     query: QueryService
     retrieve: RetrieveService
+    commitments: CommitmentService | None = None
 
 
 @dataclass
@@ -68,7 +70,7 @@ class AssociationLog:
     def summary(self) -> str:
         """'C-STORE 12 (12 stored), C-FIND 1' style text."""
         parts = []
-        for op in ("C-ECHO", "C-STORE", "C-FIND", "C-MOVE", "C-GET"):
+        for op in ("C-ECHO", "C-STORE", "C-FIND", "C-MOVE", "C-GET", "N-EVENT-REPORT"):
             total = self.counts.get(op, 0)
             if not total:
                 continue
@@ -114,6 +116,7 @@ class ScpSession:
             cmd.C_FIND_RQ: self.handle_c_find,
             cmd.C_MOVE_RQ: self.handle_c_move,
             cmd.C_GET_RQ: self.handle_c_get,
+            cmd.N_EVENT_REPORT_RQ: self.handle_n_event_report,
         }
         while True:
             try:
@@ -207,6 +210,31 @@ class ScpSession:
         """Verification (PS3.4 Annex A)."""
         self.log.counts["C-ECHO"] += 1
         self._respond(msg, cmd.C_ECHO_RSP, SUCCESS, fields={"AffectedSOPClassUID": VERIFICATION})
+
+    # -- N-EVENT-REPORT -------------------------------------------------------------------
+
+    def handle_n_event_report(self, msg: Message) -> None:
+        """Storage commitment results (PS3.4 J.3.3) for requests we made after forwarding."""
+        from openpacs.dimse.commitment import parse_event_information
+        from openpacs.domain.commitment import STORAGE_COMMITMENT_PUSH
+
+        self.log.counts["N-EVENT-REPORT"] += 1
+        context = self.assoc.contexts[msg.context_id]
+        fields = {
+            "AffectedSOPClassUID": STORAGE_COMMITMENT_PUSH,
+            "AffectedSOPInstanceUID": msg.command.get("AffectedSOPInstanceUID", ""),
+            "EventTypeID": msg.command.get("EventTypeID", 0),
+        }
+        if context.abstract_syntax != STORAGE_COMMITMENT_PUSH or self.services.commitments is None:
+            self._respond(msg, cmd.N_EVENT_REPORT_RSP, 0x0112, "no such SOP instance", fields=fields)
+            return
+        try:
+            result = parse_event_information(decode_identifier(msg.data or b"", context.transfer_syntax))
+            status = self.services.commitments.report(result, self.assoc.info.calling_ae.strip())
+        except Exception as exc:
+            log.warning("storage commitment report from %s: %s", self.origin.actor.id, exc)
+            status = PROCESSING_FAILURE
+        self._respond(msg, cmd.N_EVENT_REPORT_RSP, status, "unknown transaction" if status else "", fields=fields)
 
     # -- C-STORE --------------------------------------------------------------------------
 

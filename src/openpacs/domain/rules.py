@@ -98,7 +98,8 @@ class ActionKind(StrEnum):
 class Action:
     """What a rule does: send to ``node`` (C-STORE) or to ``url`` (STOW-RS); or prefetch from
     ``node`` the patient's ``priors`` newest prior studies (of ``modalities``, if given, and
-    at most ``max_age_days`` old, if given)."""
+    at most ``max_age_days`` old, if given). A C-STORE forward may ask the node for storage
+    commitment (``commit``), and delete here what it committed to (``delete_after``)."""
 
     kind: ActionKind
     node: str = ""
@@ -107,6 +108,8 @@ class Action:
     priors: int = 0
     modalities: str = ""  # comma-separated
     max_age_days: int = 0
+    commit: bool = False  # forward: ask the node for storage commitment once the study is delivered
+    delete_after: bool = False  # forward: delete here what the node committed to (needs commit)
 
     @property
     def destination(self) -> str:
@@ -117,7 +120,16 @@ class Action:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": str(self.kind)}
-        for name in ("node", "url", "transfer_syntax", "priors", "modalities", "max_age_days"):
+        for name in (
+            "node",
+            "url",
+            "transfer_syntax",
+            "priors",
+            "modalities",
+            "max_age_days",
+            "commit",
+            "delete_after",
+        ):
             value = getattr(self, name)
             if value:
                 out[name] = value
@@ -133,6 +145,8 @@ class Action:
             int(data.get("priors", 0)),
             data.get("modalities", ""),
             int(data.get("max_age_days", 0)),
+            bool(data.get("commit", False)),
+            bool(data.get("delete_after", False)),
         )
 
 

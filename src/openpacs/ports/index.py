@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from openpacs.domain.commitment import CommitmentState
 from openpacs.domain.jobs import Job, JobState, Parked
 from openpacs.domain.matching import Query
 from openpacs.domain.migration import ItemState, MigrationItem
@@ -312,6 +313,26 @@ class MigrationStore(Protocol):
     def instances_present(self, sop_instance_uids: Sequence[str]) -> set[str]: ...
 
 
+class CommitmentStore(Protocol):
+    """Storage commitment requests to forwarding destinations (issue 5)."""
+
+    def add_commitment(
+        self,
+        transaction_uid: str,
+        job_pk: int | None,
+        node: str,
+        study_uid: str,
+        instances: Sequence[tuple[str, str]],
+        delete_after: bool,
+        now: datetime,
+    ) -> None: ...
+    def commitment(self, transaction_uid: str) -> dict[str, Any] | None: ...
+    def answer_commitment(
+        self, transaction_uid: str, state: CommitmentState, failed: Sequence[tuple[str, str, int]], now: datetime
+    ) -> bool: ...
+    def commitments_of_job(self, job_pk: int) -> list[dict[str, Any]]: ...
+
+
 class IndexSession(Protocol):
     """One unit of work on the index."""
 
@@ -319,6 +340,8 @@ class IndexSession(Protocol):
     def jobs(self) -> JobStore: ...
     @property
     def migration(self) -> MigrationStore: ...
+    @property
+    def commitments(self) -> CommitmentStore: ...
     @property
     def rules(self) -> RuleStore: ...
 

@@ -31,6 +31,8 @@ class ActionModel(BaseModel):
     priors: int = Field(default=3, ge=1, le=50, description="prefetch: how many prior studies, newest first.")
     modalities: str = Field(default="", max_length=200, description="prefetch: only priors of these (CT,MR).")
     max_age_days: int = Field(default=0, ge=0, description="prefetch: only priors at most this old (0: any).")
+    commit: bool = Field(default=False, description="forward: ask for storage commitment once delivered.")
+    delete_after: bool = Field(default=False, description="forward: delete here what the node committed to.")
 
 
 class RuleModel(BaseModel):
@@ -55,7 +57,17 @@ async def add_rule(body: RuleModel, request: Request, caller: Router) -> dict[st
         event=RuleEvent(body.event),
         conditions=[Condition.of(c.keyword, c.pattern, MatchKind(c.kind)) for c in body.conditions],
         actions=[
-            Action(ActionKind(a.kind), a.node, a.url, a.transfer_syntax, a.priors, a.modalities, a.max_age_days)
+            Action(
+                ActionKind(a.kind),
+                a.node,
+                a.url,
+                a.transfer_syntax,
+                a.priors,
+                a.modalities,
+                a.max_age_days,
+                a.commit,
+                a.delete_after,
+            )
             for a in body.actions
         ],
         enabled=body.enabled,

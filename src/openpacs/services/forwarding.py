@@ -17,11 +17,12 @@ from datetime import datetime
 
 from openpacs.domain import transfer_syntaxes as tsx
 from openpacs.domain.errors import PeerError
-from openpacs.domain.records import Actor, ActorType, StoredInstance
+from openpacs.domain.records import Actor, ActorType, Node, StoredInstance
 from openpacs.domain.rules import Action, ActionKind, Rule, RuleEvent
 from openpacs.domain.tags import Level
 from openpacs.ports.index import AuditRecord, Index
 from openpacs.ports.peers import DicomPeer, OutgoingInstance, PeerAddress
+from openpacs.services.commitment import CommitmentService
 from openpacs.services.jobs import Outcome, Run, Verdict
 from openpacs.services.outbound import OutboundService
 from openpacs.services.routing import conditions_of, values_of
@@ -43,12 +44,14 @@ class ForwardExecutor:
         *,
         clock: Callable[[], datetime],
         stow: Callable[[str, list[StoredInstance], tuple[str, ...]], dict[str, str]] | None = None,
+        commitments: CommitmentService | None = None,
     ) -> None:
         self._index = index
         self._outbound = outbound
         self._peer = peer
         self._clock = clock
         self._stow = stow
+        self._commitments = commitments
 
     def __call__(self, run: Run) -> Outcome:
         job = run.job
@@ -80,7 +83,7 @@ class ForwardExecutor:
         start = int(progress["position"])
         remaining = todo[start:]
         if not remaining:
-            return Outcome(Verdict.DONE)
+            return self._commit(run, action, node, todo)
         if not run.beat():
             return Outcome(Verdict.RETRY, "paused or stopped")
         try:
@@ -124,6 +127,26 @@ class ForwardExecutor:
         run.beat()
         if interrupted or progress["position"] < len(todo):
             return Outcome(Verdict.RETRY, interrupted or "paused or stopped", attempted > 0)
+        return self._commit(run, action, node, todo)
+
+    def _commit(self, run: Run, action: Action, node: Node | None, todo: list[StoredInstance]) -> Outcome:
+        """Once the study is delivered: ask the node for storage commitment if the rule says so
+        (once per job: a retry after an unreachable node asks again)."""
+        if not action.commit or node is None or self._commitments is None or run.progress.get("commitment"):
+            return Outcome(Verdict.DONE)
+        assert run.job.pk is not None
+        with self._index.session() as session:
+            parked = {p.sop_instance_uid for p in session.jobs.parked(run.job.pk)}
+        refs = [(i.sop_class_uid, i.sop_instance_uid) for i in todo if i.sop_instance_uid not in parked]
+        if not refs:
+            return Outcome(Verdict.DONE)
+        try:
+            run.progress["commitment"] = self._commitments.request(
+                node, refs, job=run.job.pk, study=run.job.study_instance_uid, delete_after=action.delete_after
+            )
+        except PeerError as exc:
+            return Outcome(Verdict.RETRY, f"storage commitment: {exc.reason}")
+        run.beat()
         return Outcome(Verdict.DONE)
 
     def _send(

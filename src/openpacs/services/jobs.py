@@ -223,7 +223,21 @@ class JobService:
             if job is None:
                 raise NotFound(f"no job {pk}")
             parked = session.jobs.parked(pk)
+            commitments = session.commitments.commitments_of_job(pk)
         out = job.to_json()
+        out["commitments"] = [
+            {
+                "transaction_uid": c["transaction_uid"],
+                "node": c["node"],
+                "state": c["state"],
+                "instances": len(c["instances"]),
+                "failed": [list(f) for f in c["failed"]],
+                "delete_after": c["delete_after"],
+                "requested_at": c["requested_at"].isoformat(),
+                "answered_at": c["answered_at"].isoformat() if c["answered_at"] else None,
+            }
+            for c in commitments
+        ]
         out["parked"] = [
             {"sop_instance_uid": p.sop_instance_uid, "status": p.status, "reason": p.reason, "at": p.at.isoformat()}
             for p in parked

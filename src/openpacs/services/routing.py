@@ -104,6 +104,10 @@ class RoutingService:
             for action in rule.actions:
                 if action.kind in (ActionKind.FORWARD, ActionKind.PREFETCH) and session.node(action.node) is None:
                     raise NotFound(f"no node named {action.node!r}: add it first (openpacs node add)")
+                if action.delete_after and not action.commit:
+                    raise InvalidQuery("delete after delivery needs storage commitment (--commit) to confirm it")
+                if action.commit and action.kind is not ActionKind.FORWARD:
+                    raise InvalidQuery("storage commitment is asked of a node a rule forwards to by C-STORE")
                 if action.kind is ActionKind.STOW and not action.url.startswith(("http://", "https://")):
                     raise InvalidQuery(f"{action.url!r} is not an http(s) URL of a DICOMweb service")
             if session.rules.rule(rule.name) is not None:

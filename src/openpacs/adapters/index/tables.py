@@ -442,3 +442,20 @@ migration_item = sa.Table(
     sa.UniqueConstraint("job_pk", "study_instance_uid"),
     sa.Index(None, "job_pk", "state", "pk"),
 )
+
+storage_commitment = sa.Table(
+    "storage_commitment",
+    metadata,
+    sa.Column("transaction_uid", sa.String(64), primary_key=True),
+    sa.Column("job_pk", BigKey, sa.ForeignKey("job.pk", ondelete="SET NULL"), nullable=True),
+    sa.Column("node", sa.String(64), nullable=False),
+    sa.Column("study_instance_uid", sa.String(64), nullable=False, server_default=""),
+    # requested, committed, failed
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("delete_after", sa.Boolean, nullable=False),
+    sa.Column("instances", Json, nullable=False),  # [[SOP Class UID, SOP Instance UID], ...] asked for
+    sa.Column("failed", Json, nullable=False),  # [[class, instance, Failure Reason], ...] as answered
+    sa.Column("requested_at", Timestamp, nullable=False),
+    sa.Column("answered_at", Timestamp, nullable=True),
+    sa.Index(None, "state", "requested_at"),
+)

@@ -1,4 +1,5 @@
-"""migration_item: the studies of a migration, with the counts there and here (issue 5)
+"""migration_item: the studies of a migration, with the counts there and here; storage_commitment:
+the commitments asked of forwarding destinations (issue 5)
 
 Revision ID: 0008
 Revises: 0007
@@ -42,6 +43,26 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_migration_item_job_pk_state_pk"), "migration_item", ["job_pk", "state", "pk"])
 
+    op.create_table(
+        "storage_commitment",
+        sa.Column("transaction_uid", sa.String(length=64), nullable=False),
+        sa.Column("job_pk", _KEY, nullable=True),
+        sa.Column("node", sa.String(length=64), nullable=False),
+        sa.Column("study_instance_uid", sa.String(length=64), server_default="", nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("delete_after", sa.Boolean(), nullable=False),
+        sa.Column("instances", _JSON, nullable=False),
+        sa.Column("failed", _JSON, nullable=False),
+        sa.Column("requested_at", _TIME, nullable=False),
+        sa.Column("answered_at", _TIME, nullable=True),
+        sa.PrimaryKeyConstraint("transaction_uid", name=op.f("pk_storage_commitment")),
+        sa.ForeignKeyConstraint(
+            ["job_pk"], ["job.pk"], name=op.f("fk_storage_commitment_job_pk_job"), ondelete="SET NULL"
+        ),
+    )
+    op.create_index(op.f("ix_storage_commitment_state_requested_at"), "storage_commitment", ["state", "requested_at"])
+
 
 def downgrade() -> None:
+    op.drop_table("storage_commitment")
     op.drop_table("migration_item")

@@ -104,3 +104,11 @@ def test_truncated_pdv_is_a_protocol_error() -> None:
 )
 def test_transfer_syntax_choice(stored: str, accepted: tuple[str, ...], chosen: str | None) -> None:
     assert tsx.choose(stored, accepted) == chosen
+
+
+def test_elements_of_another_group_after_the_command_are_ignored() -> None:
+    """DCMTK's C-GET SCP appends (0008,0058) to a pending C-GET-RSP's command set."""
+    command = cmd.encode_command({"CommandField": cmd.C_GET_RSP, "MessageIDBeingRespondedTo": 1, "Status": 0xFF00})
+    trailing = b"\x08\x00\x58\x00\x04\x00\x00\x001.23"
+    decoded = cmd.decode_command(command + trailing)
+    assert decoded["CommandField"] == cmd.C_GET_RSP and decoded["Status"] == 0xFF00

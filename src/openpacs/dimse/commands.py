@@ -120,6 +120,10 @@ def decode_command(data: bytes | memoryview) -> dict[str, Any]:
             raise CommandError("truncated command set")
         group, elem, length = _ELEMENT.unpack_from(data, pos)
         pos += 8
+        if group != 0 and out:
+            # DCMTK's C-GET SCP puts the Failed SOP Instance UID List (0008,0058) after the
+            # command elements of a pending C-GET-RSP: not part of the command, ignored
+            break
         if group != 0 or pos + length > end:
             raise CommandError("malformed command set")
         known = _BY_TAG.get(elem)

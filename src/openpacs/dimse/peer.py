@@ -1,8 +1,11 @@
-"""The DicomPeer port: our SCU side (C-ECHO, C-STORE) over :mod:`openpacs.dimse.negotiation`.
+"""The DicomPeer port: our SCU side (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET) over
+:mod:`openpacs.dimse.negotiation`.
 
 A batch of instances goes over one association; the presentation contexts proposed
 cover each SOP class with its stored transfer syntax and the uncompressed ones, so
 that the peer can pick and the outbound pipeline transcode only when it must.
+A C-GET proposes the storage SOP classes it can receive with the SCP role, each with
+an uncompressed and a compressed context, so that instances arrive as they are stored.
 """
 
 from __future__ import annotations
@@ -12,12 +15,15 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from pydicom import uid
+
 from openpacs.dimse import commands as cmd
-from openpacs.dimse.association import Aborted, Association, ReleaseRequested
+from openpacs.dimse.association import Aborted, Association, Message, ReleaseRequested
 from openpacs.dimse.identifiers import decode_identifier, encode_identifier
 from openpacs.dimse.negotiation import (
     PATIENT_ROOT_FIND,
     STUDY_ROOT_FIND,
+    STUDY_ROOT_GET,
     STUDY_ROOT_MOVE,
     VERIFICATION,
     AssociationFailed,
@@ -26,10 +32,94 @@ from openpacs.dimse.negotiation import (
 from openpacs.dimse.pdu import ProtocolError
 from openpacs.domain import transfer_syntaxes as tsx
 from openpacs.domain.errors import OpenPacsError, PeerError
+from openpacs.domain.part10 import encode_file_meta
 from openpacs.ports.peers import OutgoingInstance, PeerAddress, SendResult
 
 log = logging.getLogger("openpacs.dimse")
 _MAX_CONTEXTS = 128
+_UNCOMPRESSED = (tsx.EXPLICIT_LE, tsx.IMPLICIT_LE)
+#: What a C-GET's second context per storage SOP class offers: every compressed syntax
+#: the archive stores as received, the commonest first (an acceptor that takes the
+#: requestor's order accepts only the first it supports), lossless before lossy.
+_COMPRESSED = (
+    tsx.JPEG_LOSSLESS_SV1,
+    tsx.JPEG_2000_LOSSLESS,
+    tsx.JPEG_LS_LOSSLESS,
+    tsx.RLE_LOSSLESS,
+    tsx.JPEG_LOSSLESS,
+    tsx.HTJ2K_LOSSLESS,
+    tsx.HTJ2K_LOSSLESS_RPCL,
+    tsx.JPEG_BASELINE,
+    tsx.JPEG_2000,
+    tsx.JPEG_EXTENDED,
+    tsx.JPEG_LS_NEAR_LOSSLESS,
+    tsx.HTJ2K,
+)
+_RETRIEVE_KEYS = {"STUDY": "0020000D", "SERIES": "0020000E", "IMAGE": "00080018"}
+
+#: The storage SOP classes a C-GET offers by default (PS3.4 B.5): two contexts each plus
+#: the Query/Retrieve one must stay within the 128 presentation contexts of PS3.8 9.3.2.2.
+STORAGE_SOP_CLASSES: tuple[str, ...] = (
+    uid.ComputedRadiographyImageStorage,
+    uid.DigitalXRayImageStorageForPresentation,
+    uid.DigitalXRayImageStorageForProcessing,
+    uid.DigitalMammographyXRayImageStorageForPresentation,
+    uid.DigitalMammographyXRayImageStorageForProcessing,
+    uid.DigitalIntraOralXRayImageStorageForPresentation,
+    uid.BreastTomosynthesisImageStorage,
+    uid.CTImageStorage,
+    uid.EnhancedCTImageStorage,
+    uid.LegacyConvertedEnhancedCTImageStorage,
+    uid.MRImageStorage,
+    uid.EnhancedMRImageStorage,
+    uid.EnhancedMRColorImageStorage,
+    uid.MRSpectroscopyStorage,
+    uid.UltrasoundImageStorage,
+    uid.UltrasoundMultiFrameImageStorage,
+    uid.EnhancedUSVolumeStorage,
+    uid.SecondaryCaptureImageStorage,
+    uid.MultiFrameSingleBitSecondaryCaptureImageStorage,
+    uid.MultiFrameGrayscaleByteSecondaryCaptureImageStorage,
+    uid.MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+    uid.MultiFrameTrueColorSecondaryCaptureImageStorage,
+    uid.XRayAngiographicImageStorage,
+    uid.EnhancedXAImageStorage,
+    uid.XRayRadiofluoroscopicImageStorage,
+    uid.EnhancedXRFImageStorage,
+    uid.XRay3DAngiographicImageStorage,
+    uid.NuclearMedicineImageStorage,
+    uid.PositronEmissionTomographyImageStorage,
+    uid.EnhancedPETImageStorage,
+    uid.LegacyConvertedEnhancedPETImageStorage,
+    uid.RTImageStorage,
+    uid.RTDoseStorage,
+    uid.RTStructureSetStorage,
+    uid.RTPlanStorage,
+    uid.RTIonPlanStorage,
+    uid.RTBeamsTreatmentRecordStorage,
+    uid.VLEndoscopicImageStorage,
+    uid.VLMicroscopicImageStorage,
+    uid.VLPhotographicImageStorage,
+    uid.VideoEndoscopicImageStorage,
+    uid.OphthalmicPhotography8BitImageStorage,
+    uid.OphthalmicTomographyImageStorage,
+    uid.VLWholeSlideMicroscopyImageStorage,
+    uid.BasicTextSRStorage,
+    uid.EnhancedSRStorage,
+    uid.ComprehensiveSRStorage,
+    uid.Comprehensive3DSRStorage,
+    uid.XRayRadiationDoseSRStorage,
+    uid.MammographyCADSRStorage,
+    uid.KeyObjectSelectionDocumentStorage,
+    uid.GrayscaleSoftcopyPresentationStateStorage,
+    uid.ColorSoftcopyPresentationStateStorage,
+    uid.EncapsulatedPDFStorage,
+    uid.EncapsulatedCDAStorage,
+    uid.SegmentationStorage,
+    uid.SpatialRegistrationStorage,
+    uid.RawDataStorage,
+    uid.TwelveLeadECGWaveformStorage,
+)
 
 
 class DimsePeer:
@@ -40,7 +130,14 @@ class DimsePeer:
         self.max_pdu = max_pdu
         self.timeout = timeout
 
-    def _associate(self, peer: PeerAddress, contexts: list[tuple[str, tuple[str, ...]]], timeout: float) -> Association:
+    def _associate(
+        self,
+        peer: PeerAddress,
+        contexts: list[tuple[str, tuple[str, ...]]],
+        timeout: float,
+        *,
+        scp_roles: frozenset[str] = frozenset(),
+    ) -> Association:
         try:
             return request(
                 peer.host,
@@ -50,6 +147,7 @@ class DimsePeer:
                 contexts=contexts,
                 max_pdu=self.max_pdu,
                 timeout=timeout,
+                scp_roles=scp_roles,
             )
         except AssociationFailed as exc:
             raise PeerError(str(exc)) from exc
@@ -121,7 +219,7 @@ class DimsePeer:
         counts = {"remaining": 0, "completed": 0, "failed": 0, "warning": 0}
         try:
             context = self._context(assoc, peer, model, "C-MOVE")
-            key = {"STUDY": "0020000D", "SERIES": "0020000E", "IMAGE": "00080018"}[level]
+            key = _RETRIEVE_KEYS[level]
             identifier = {"00080052": {"vr": "CS", "Value": [level]}, key: {"vr": "UI", "Value": uids}}
             command = {
                 "CommandField": cmd.C_MOVE_RQ,
@@ -134,12 +232,7 @@ class DimsePeer:
             while True:
                 reply = self._reply(assoc, peer, "C-MOVE", timeout_ok=True)
                 status = int(reply.command.get("Status", 0xC000))
-                for name, field in (("remaining", "NumberOfRemainingSuboperations"),
-                                    ("completed", "NumberOfCompletedSuboperations"),
-                                    ("failed", "NumberOfFailedSuboperations"),
-                                    ("warning", "NumberOfWarningSuboperations")):  # fmt: skip
-                    if field in reply.command:
-                        counts[name] = int(reply.command[field])
+                self._sub_operation_counts(reply, counts)
                 if status == 0xFF00:
                     if progress is not None and not progress(dict(counts)):
                         assoc.send(context.id, {"CommandField": cmd.C_CANCEL_RQ, "MessageIDBeingRespondedTo": 1})
@@ -155,6 +248,133 @@ class DimsePeer:
         assoc.release(self.timeout)
         return counts
 
+    def get(
+        self,
+        peer: PeerAddress,
+        level: str,
+        uids: list[str],
+        store: Callable[[bytes], int],
+        *,
+        sop_classes: Iterable[str] = (),
+        progress: Callable[[dict[str, int]], bool] | None = None,
+    ) -> dict[str, int]:
+        """C-GET as SCU (PS3.4 C.4.3) in the Study Root model: *peer* sends the instances
+        as C-STORE sub-operations on this association.
+
+        *store(part10)* receives each instance as Part 10 bytes (File Meta Information and
+        the data set, in the transfer syntax it arrived in) and returns the status of the
+        C-STORE-RSP (0x0000, 0xB000..., 0xA700..., 0xC000...); an exception from it answers
+        0xC000. *sop_classes* are the storage SOP classes offered with the SCP role
+        (default: :data:`STORAGE_SOP_CLASSES`). *progress(counts)* sees each pending answer
+        and returns False to cancel (C-CANCEL-RQ, sent once). Returns the final sub-operation counts and status
+        (0x0000, 0xB000 or 0xFE00); another status or a lost association raises PeerError.
+        """
+        if level not in _RETRIEVE_KEYS:
+            raise PeerError(f"C-GET level {level!r} is not one of {', '.join(_RETRIEVE_KEYS)}")
+        classes = tuple(dict.fromkeys(sop_classes)) or STORAGE_SOP_CLASSES
+        model = STUDY_ROOT_GET
+        contexts: list[tuple[str, tuple[str, ...]]] = [(model, _UNCOMPRESSED)]
+        for sop_class in classes:
+            contexts += [(sop_class, _UNCOMPRESSED), (sop_class, _COMPRESSED)]
+        if len(contexts) > _MAX_CONTEXTS:
+            raise PeerError(
+                f"{len(classes)} storage SOP classes need {len(contexts)} presentation contexts;"
+                f" the limit is {_MAX_CONTEXTS}"
+            )
+        assoc = self._associate(peer, contexts, self.timeout, scp_roles=frozenset(classes))
+        counts = {"remaining": 0, "completed": 0, "failed": 0, "warning": 0}
+        try:
+            context = self._context(assoc, peer, model, "C-GET")
+            if not any(c.as_scp for c in assoc.contexts.values() if c.abstract_syntax != model):
+                log.warning("%s accepted no storage SOP class with our SCP role: the C-GET cannot deliver", peer)
+            identifier = {
+                "00080052": {"vr": "CS", "Value": [level]},
+                _RETRIEVE_KEYS[level]: {"vr": "UI", "Value": uids},
+            }
+            command = {"CommandField": cmd.C_GET_RQ, "MessageID": 1, "AffectedSOPClassUID": model, "Priority": 0}
+            assoc.send(context.id, command, encode_identifier(identifier, context.transfer_syntax, []))
+            cancel_sent = False
+
+            def file_meta(context_id: int, command: dict[str, Any]) -> bytes:
+                if command.get("CommandField") != cmd.C_STORE_RQ:
+                    return b""
+                return encode_file_meta(
+                    assoc.contexts[context_id].transfer_syntax,
+                    str(command.get("AffectedSOPClassUID", "")),
+                    str(command.get("AffectedSOPInstanceUID", "")),
+                    peer.ae_title,
+                )
+
+            while True:
+                reply = self._reply(assoc, peer, "C-GET", timeout_ok=True, prefix=file_meta)
+                field = reply.command.get("CommandField")
+                if field == cmd.C_STORE_RQ:
+                    self._answer_c_store(assoc, peer, reply, store)
+                    continue
+                if field != cmd.C_GET_RSP or reply.command.get("MessageIDBeingRespondedTo") != 1:
+                    log.warning(
+                        "%s sent an unexpected %s during the C-GET", peer, cmd.NAMES.get(int(field or 0), field)
+                    )
+                    continue
+                status = int(reply.command.get("Status", 0xC000))
+                self._sub_operation_counts(reply, counts)
+                if status == 0xFF00:
+                    if progress is not None and not cancel_sent and not progress(dict(counts)):
+                        assoc.send(context.id, {"CommandField": cmd.C_CANCEL_RQ, "MessageIDBeingRespondedTo": 1})
+                        cancel_sent = True
+                    continue
+                if "NumberOfRemainingSuboperations" not in reply.command:
+                    counts["remaining"] = 0
+                if status not in (0x0000, 0xB000, 0xFE00):
+                    comment = str(reply.command.get("ErrorComment", ""))
+                    done = f"{counts['completed']} completed, {counts['failed']} failed"
+                    raise PeerError(
+                        f"{peer} answered the C-GET with status 0x{status:04X} {comment}".strip() + f" ({done})"
+                    )
+                counts["status"] = status
+                break
+        except (Aborted, TimeoutError) as exc:  # while we sent a C-STORE-RSP or C-CANCEL-RQ
+            assoc.abort()
+            raise PeerError(f"{peer} ended the association during the C-GET: {exc or 'timeout'}") from exc
+        except PeerError:
+            assoc.abort()
+            raise
+        assoc.release(self.timeout)
+        return counts
+
+    @staticmethod
+    def _sub_operation_counts(reply: Message, counts: dict[str, int]) -> None:
+        for name, field in (("remaining", "NumberOfRemainingSuboperations"),
+                            ("completed", "NumberOfCompletedSuboperations"),
+                            ("failed", "NumberOfFailedSuboperations"),
+                            ("warning", "NumberOfWarningSuboperations")):  # fmt: skip
+            if field in reply.command:
+                counts[name] = int(reply.command[field])
+
+    @staticmethod
+    def _answer_c_store(assoc: Association, peer: PeerAddress, msg: Message, store: Callable[[bytes], int]) -> None:
+        """A C-STORE sub-operation of a C-GET (PS3.4 C.4.3.3): hand it to *store*, answer its status."""
+        sop_instance = str(msg.command.get("AffectedSOPInstanceUID", ""))
+        comment = ""
+        if msg.data is None:
+            status, comment = 0xC000, "the C-STORE-RQ has no data set"
+        else:
+            try:
+                status = int(store(msg.data)) & 0xFFFF
+            except Exception as exc:
+                log.exception("storing %s received from %s by C-GET failed", sop_instance, peer)
+                status, comment = 0xC000, f"cannot store: {type(exc).__name__}"
+        response: dict[str, Any] = {
+            "CommandField": cmd.C_STORE_RSP,
+            "MessageIDBeingRespondedTo": msg.command.get("MessageID", 0),
+            "AffectedSOPClassUID": msg.command.get("AffectedSOPClassUID", ""),
+            "AffectedSOPInstanceUID": sop_instance,
+            "Status": status,
+        }
+        if comment:
+            response["ErrorComment"] = comment
+        assoc.send(msg.context_id, response)
+
     @staticmethod
     def _context(assoc: Association, peer: PeerAddress, model: str, what: str) -> Any:
         offered = assoc.contexts_for(model)
@@ -163,13 +383,20 @@ class DimsePeer:
         return offered[0]
 
     @staticmethod
-    def _reply(assoc: Association, peer: PeerAddress, what: str, *, timeout_ok: bool = False) -> Any:
+    def _reply(
+        assoc: Association,
+        peer: PeerAddress,
+        what: str,
+        *,
+        timeout_ok: bool = False,
+        prefix: Callable[[int, dict[str, Any]], bytes] | None = None,
+    ) -> Message:
         while True:
             try:
-                return assoc.receive()
+                return assoc.receive(prefix)
             except TimeoutError as exc:
                 if timeout_ok:
-                    continue  # a C-MOVE of a large study answers between sub-operations only
+                    continue  # a C-MOVE or C-GET of a large study answers between sub-operations only
                 raise PeerError(f"{peer} did not answer the {what} in time") from exc
             except (Aborted, ReleaseRequested, ProtocolError) as exc:
                 raise PeerError(f"{peer} ended the association during the {what}: {exc}") from exc

@@ -1,4 +1,4 @@
-"""Ports to remote systems: DICOM peers (C-ECHO, C-STORE as SCU)."""
+"""Ports to remote systems: DICOM peers (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET as SCU)."""
 
 from __future__ import annotations
 
@@ -69,6 +69,29 @@ class DicomPeer(Protocol):
         progress: Callable[[dict[str, int]], bool] | None = None,
     ) -> dict[str, int]:
         """C-MOVE as SCU to *destination*; the final sub-operation counts; raises PeerError."""
+        ...
+
+    def get(
+        self,
+        peer: PeerAddress,
+        level: str,
+        uids: list[str],
+        store: Callable[[bytes], int],
+        *,
+        sop_classes: Iterable[str] = (),
+        progress: Callable[[dict[str, int]], bool] | None = None,
+    ) -> dict[str, int]:
+        """C-GET as SCU (PS3.4 C.4.3) at *level* ("STUDY", "SERIES" or "IMAGE") of *uids*.
+
+        The peer sends the instances on the same association: *store(part10)* receives
+        each as Part 10 bytes (File Meta Information and data set, in the transfer syntax
+        it arrived in) and returns the C-STORE status to answer (0x0000, 0xB000...,
+        0xA700..., 0xC000...; an exception answers 0xC000). *sop_classes* are the storage
+        SOP classes offered (empty: the common ones); *progress(counts)* sees each pending
+        answer and returns False to cancel. Returns the final counts ``remaining``,
+        ``completed``, ``failed``, ``warning`` and ``status`` (0x0000, 0xB000 or 0xFE00);
+        any other status, a refused or lost association raises PeerError.
+        """
         ...
 
     def send(

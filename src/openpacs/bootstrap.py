@@ -171,9 +171,6 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
         clock=utcnow,
         holder=f"{settings.effective_node_name}:{os.getpid()}",
     )
-    remote = RemoteService(index, peer, ae_title=settings.ae_title, clock=utcnow, wake=runner.wake)
-    executors[JobKind.RETRIEVE] = remote.execute
-    executors[JobKind.PREFETCH] = remote.prefetch
     importer = ImportService(ingest, default_issuer=default_issuer)
     migration = MigrationService(
         index,
@@ -185,6 +182,17 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
         clock=utcnow,
         wake=runner.wake,
     )
+    remote = RemoteService(
+        index,
+        peer,
+        ae_title=settings.ae_title,
+        clock=utcnow,
+        wake=runner.wake,
+        store=migration.store_from,
+        default_issuer=default_issuer,
+    )
+    executors[JobKind.RETRIEVE] = remote.execute
+    executors[JobKind.PREFETCH] = remote.prefetch
     executors[JobKind.MIGRATE] = migration.execute
     return Application(
         settings=settings,

@@ -275,6 +275,21 @@ def test_find_and_retrieve_from_a_second_openpacs(tmp_path: Path, sqlite_url: st
         stats = json.loads(ours.cli("stats", "--json").stdout)
         assert stats["instances"] == 6
 
+        # retrieval by C-GET: the instances come on our own association
+        more = generate("small", tmp_path / "more", 3, seed=14, per_series=3)
+        run_dcmtk("storescu", "-aec", "REMOTE", "127.0.0.1", str(remote.dicom_port), *map(str, more))
+        other = str(pydicom.dcmread(more[0], stop_before_pixels=True).StudyInstanceUID)
+        job = json.loads(ours.cli("remote", "retrieve", "remote", other, "--via", "get", "--json").stdout)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            shown = _job(ours, job["id"])
+            if shown["state"] in ("done", "failed"):
+                break
+            time.sleep(0.3)
+        assert shown["state"] == "done" and shown["progress"]["completed"] == 3, shown
+        assert shown["params"]["via"] == "get"
+        assert json.loads(ours.cli("stats", "--json").stdout)["instances"] == 9
+
         # prefetch: a new study of a patient brings the patient's priors from the remote node
         studies = []
         for seed, date in ((21, "20200101"), (22, "20230101"), (23, "20260101")):
@@ -299,7 +314,7 @@ def test_find_and_retrieve_from_a_second_openpacs(tmp_path: Path, sqlite_url: st
             time.sleep(0.3)
         (prefetch,) = [j for j in _jobs(ours)["jobs"] if j["kind"] == "prefetch"]
         assert prefetch["state"] == "done" and prefetch["progress"]["priors"] == [newest_prior], prefetch
-        assert json.loads(ours.cli("stats", "--json").stdout)["studies"] == 3  # the first, the new one, one prior
+        assert json.loads(ours.cli("stats", "--json").stdout)["studies"] == 4  # two retrieved, the new one, one prior
     finally:
         ours.stop()
         remote.stop()

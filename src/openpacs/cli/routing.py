@@ -321,14 +321,18 @@ def remote_retrieve(
     node: Annotated[str, typer.Argument(help="The node to retrieve from.")],
     uids: Annotated[list[str], typer.Argument(help="Study (or series, instance) Instance UIDs.")],
     level: Annotated[str, typer.Option("--level", help="STUDY, SERIES or IMAGE.")] = "STUDY",
+    via: Annotated[str, typer.Option("--via", help="move (C-MOVE to our AE title) or get (C-GET).")] = "move",
     as_json: JsonOut = False,
     data_dir: DataDir = None,
     config: ConfigFile = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Have the node send them to us (C-MOVE), as a job that a running server follows."""
+    """Have the node send them to us (C-MOVE) or fetch them (C-GET), as a job a running server follows."""
     job = _with_app(
-        config, data_dir, database_url, lambda app: app.remote.retrieve(node, level.upper(), uids, cli_actor())
+        config,
+        data_dir,
+        database_url,
+        lambda app: app.remote.retrieve(node, level.upper(), uids, cli_actor(), via=via),
     )
     if as_json:
         print(json.dumps(job.to_json(), indent=2))

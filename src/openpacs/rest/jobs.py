@@ -81,6 +81,7 @@ class RemoteFind(BaseModel):
 
 class RemoteRetrieve(BaseModel):
     level: Literal["STUDY", "SERIES", "IMAGE"] = "STUDY"
+    via: Literal["move", "get"] = "move"
     uids: list[Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[0-9]+(\.[0-9]+)*$")]] = Field(
         min_length=1, max_length=1000
     )
@@ -92,8 +93,9 @@ async def remote_find(node: str, body: RemoteFind, request: Request, caller: Ope
     return await run_in_threadpool(svc.find, node, body.level, body.keys, caller.actor)
 
 
-@router.post("/api/remote/{node}/retrieve", summary="Retrieve from another node (C-MOVE to us), as a job",
+@router.post("/api/remote/{node}/retrieve", summary="Retrieve from another node (C-MOVE to us, or C-GET), as a job",
              status_code=202)  # fmt: skip
 async def remote_retrieve(node: str, body: RemoteRetrieve, request: Request, caller: Operator) -> dict[str, Any]:
     svc = services(request).remote
-    return (await run_in_threadpool(svc.retrieve, node, body.level, body.uids, caller.actor)).to_json()
+    job = await run_in_threadpool(lambda: svc.retrieve(node, body.level, body.uids, caller.actor, via=body.via))
+    return job.to_json()

@@ -322,9 +322,7 @@ class MigrationService:
 
                 uids = [item.study_instance_uid]
                 if params.get("via") == "get":
-                    counts = self._peer.get(
-                        address, "STUDY", uids, self._store_from(address, issuer), progress=progress
-                    )
+                    counts = self._peer.get(address, "STUDY", uids, self.store_from(address, issuer), progress=progress)
                 else:
                     counts = self._peer.move(address, "STUDY", uids, self._ae_title, progress=progress)
                 run.progress["_moved"] = True
@@ -335,7 +333,7 @@ class MigrationService:
                 self._record(run, item, state, {"counts": counts})
                 self._throttle(run, windows, int(counts.get("completed", 0)) + int(counts.get("warning", 0)), started)
 
-    def _store_from(self, address: PeerAddress, issuer: Issuer) -> Callable[[bytes], int]:
+    def store_from(self, address: PeerAddress, issuer: Issuer) -> Callable[[bytes], int]:
         """The C-STORE sub-operations of a C-GET, stored as from the node."""
         origin = Origin(
             actor=Actor.dicom(address.ae_title, address.host),

@@ -18,7 +18,7 @@ from typing import Any
 from openpacs.domain import dicom_json as dj
 from openpacs.domain.errors import InvalidQuery, NotFound, PeerError
 from openpacs.domain.jobs import Job, JobKind
-from openpacs.domain.records import Actor
+from openpacs.domain.records import Actor, Issuer
 from openpacs.domain.tags import tag_of, vr_of
 from openpacs.ports.index import AuditRecord, Index
 from openpacs.ports.peers import DicomPeer, PeerAddress
@@ -51,13 +51,28 @@ class RemoteService:
     """C-FIND against a node, and retrievals from it as jobs; thread-safe."""
 
     def __init__(
-        self, index: Index, peer: DicomPeer, *, ae_title: str, clock: Callable[[], datetime], wake: Callable[[], None]
+        self,
+        index: Index,
+        peer: DicomPeer,
+        *,
+        ae_title: str,
+        clock: Callable[[], datetime],
+        wake: Callable[[], None],
+        store: Callable[[PeerAddress, Issuer], Callable[[bytes], int]] | None = None,
+        default_issuer: Issuer | None = None,
     ) -> None:
         self._index = index
         self._peer = peer
         self._ae_title = ae_title
         self._clock = clock
         self._wake = wake
+        self._store = store
+        self._default_issuer = default_issuer or Issuer()
+
+    def _issuer_of(self, name: str) -> Issuer:
+        with self._index.session() as session:
+            node = session.node(name)
+        return Issuer(node.default_issuer) if node is not None and node.default_issuer else self._default_issuer
 
     def _address(self, name: str) -> tuple[PeerAddress, int]:
         with self._index.session() as session:
@@ -88,10 +103,12 @@ class RemoteService:
             )
         return answers
 
-    def retrieve(self, node: str, level: str, uids: list[str], actor: Actor) -> Job:
-        """Have the node send studies (series, instances) to us, as a job."""
+    def retrieve(self, node: str, level: str, uids: list[str], actor: Actor, *, via: str = "move") -> Job:
+        """Have the node send studies (series, instances) to us, by C-MOVE or C-GET, as a job."""
         if level not in ("STUDY", "SERIES", "IMAGE"):
             raise InvalidQuery("a retrieval is at STUDY, SERIES or IMAGE level")
+        if via not in ("move", "get"):
+            raise InvalidQuery(f"a retrieval is by 'move' (C-MOVE) or 'get' (C-GET), not {via!r}")
         if not uids:
             raise InvalidQuery("name at least one UID")
         _, slots = self._address(node)
@@ -99,7 +116,7 @@ class RemoteService:
         job = Job(
             kind=JobKind.RETRIEVE,
             queue=f"retrieve:{node}",
-            params={"node": node, "level": level, "uids": uids},
+            params={"node": node, "level": level, "uids": uids, "via": via},
             study_instance_uid=uids[0] if level == "STUDY" and len(uids) == 1 else "",
         )
         with self._index.session(write=True) as session:
@@ -122,7 +139,7 @@ class RemoteService:
         return found
 
     def execute(self, run: Run) -> Outcome:
-        """The ``retrieve`` executor: one C-MOVE of the job's UIDs to our AE title."""
+        """The ``retrieve`` executor: one C-MOVE of the job's UIDs to our AE title, or one C-GET."""
         params = run.job.params
         try:
             address, _ = self._address(params["node"])
@@ -133,8 +150,13 @@ class RemoteService:
             run.progress.update(counts)
             return run.beat()
 
+        uids = list(params["uids"])
         try:
-            counts = self._peer.move(address, params["level"], list(params["uids"]), self._ae_title, progress=progress)
+            if params.get("via") == "get" and self._store is not None:
+                store = self._store(address, self._issuer_of(params["node"]))
+                counts = self._peer.get(address, params["level"], uids, store, progress=progress)
+            else:
+                counts = self._peer.move(address, params["level"], uids, self._ae_title, progress=progress)
         except PeerError as exc:
             return Outcome(Verdict.RETRY, exc.reason)
         run.progress.update(counts)

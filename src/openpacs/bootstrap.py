@@ -31,6 +31,7 @@ from openpacs.services.archive import ArchiveService
 from openpacs.services.commit import GroupCommitter
 from openpacs.services.commitment import CommitmentService
 from openpacs.services.deletion import DeletionService
+from openpacs.services.derive import DerivationService
 from openpacs.services.forwarding import ForwardExecutor
 from openpacs.services.importer import ImportService
 from openpacs.services.ingest import IngestPolicy, IngestService
@@ -158,6 +159,7 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
             clock=utcnow,
             stow=StowClient(outbound.encode, headers=stow_headers),
             commitments=commitments,
+            derive=DerivationService(index, outbound, ingest, clock=utcnow),
         )
     }
     runner = JobRunner(
@@ -277,6 +279,8 @@ def seed_routes(app: Application) -> None:
                     transfer_syntax=seed.transfer_syntax,
                     commit=seed.commit,
                     delete_after=seed.delete_after,
+                    lossy=seed.lossy,
+                    quality=seed.quality,
                 )
             conditions = [Condition.parse(text) for text in seed.when]
         except OpenPacsError as exc:

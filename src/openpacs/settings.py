@@ -188,6 +188,10 @@ class RouteSeed(BaseModel):
     prior_max_age_days: int = Field(0, ge=0, description="Prefetch: only priors at most this old (0: any).")
     commit: bool = Field(False, description="Ask the node (to) for storage commitment once a study is delivered.")
     delete_after: bool = Field(False, description="Delete here what the node committed to (needs commit).")
+    lossy: str = Field(
+        "", description="Send a lossy copy in this transfer syntax (JPEG-LS near-lossless or JPEG 2000)."
+    )
+    quality: int = Field(0, ge=0, description="Lossy: the JPEG-LS NEAR value (1-255) or JPEG 2000 ratio (2-200).")
 
 
 class NodeSeed(BaseModel):

@@ -62,6 +62,13 @@ def route_add(
     delete_after: Annotated[
         bool, typer.Option("--delete-after", help="Delete here what the node committed to (needs --commit).")
     ] = False,
+    lossy: Annotated[
+        str,
+        typer.Option("--lossy", help="Send a lossy copy in this syntax: 1.2.840.10008.1.2.4.81 or .91 (UID)."),
+    ] = "",
+    quality: Annotated[
+        int, typer.Option("--quality", min=0, help="Lossy: JPEG-LS NEAR value (2), or JPEG 2000 ratio (10).")
+    ] = 0,
     priority: Annotated[int, typer.Option("--priority", help="Higher first.")] = 0,
     description: Annotated[str, typer.Option("--description", help="Free text.")] = "",
     as_json: JsonOut = False,
@@ -88,7 +95,13 @@ def route_add(
             )
         elif to:
             action = Action(
-                ActionKind.FORWARD, node=to, transfer_syntax=transfer_syntax, commit=commit, delete_after=delete_after
+                ActionKind.FORWARD,
+                node=to,
+                transfer_syntax=transfer_syntax,
+                commit=commit,
+                delete_after=delete_after,
+                lossy=lossy,
+                quality=quality,
             )
         else:
             action = Action(ActionKind.STOW, url=stow_url, transfer_syntax=transfer_syntax)

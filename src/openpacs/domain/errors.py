@@ -139,3 +139,14 @@ class RequestTooLarge(OpenPacsError):
 
     dimse_status = 0xA700
     http_status = 413
+
+
+class CannotDerive(OpenPacsError):
+    """An instance cannot be compressed as a lossy routing rule asks (an unsupported encoding...)."""
+
+    dimse_status = 0xC000
+    http_status = 422
+
+
+class NoPixelData(CannotDerive):
+    """Not an image (a report, a presentation state...): nothing to compress, it goes as it is."""

@@ -87,6 +87,9 @@ REJECTION_CODES: dict[str, RejectionCode] = {
 DELETED = "deleted"  # the hidden state of a soft delete (restorable until purged)
 #: the state of a rejection note of ours: kept for peers (routing), hidden from clinical users
 NOTE = "rejection-note"
+DERIVED = "derived"  # a lossy copy made for routing: kept for sending, hidden from queries
+DERIVED_TRANSPORT = "derive-lossy"  # the origin of such copies: stored hidden (DERIVED) at once
+LOSSY_COPY_MARK = "OpenPACS lossy copy for routing"  # how their Derivation Description starts
 
 
 @dataclass(frozen=True)

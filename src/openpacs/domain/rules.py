@@ -110,6 +110,8 @@ class Action:
     max_age_days: int = 0
     commit: bool = False  # forward: ask the node for storage commitment once the study is delivered
     delete_after: bool = False  # forward: delete here what the node committed to (needs commit)
+    lossy: str = ""  # forward: send a lossy copy in this transfer syntax (made once, stored, hidden)
+    quality: int = 0  # lossy: the JPEG-LS NEAR value, or the JPEG 2000 compression ratio
 
     @property
     def destination(self) -> str:
@@ -129,6 +131,8 @@ class Action:
             "max_age_days",
             "commit",
             "delete_after",
+            "lossy",
+            "quality",
         ):
             value = getattr(self, name)
             if value:
@@ -147,6 +151,8 @@ class Action:
             int(data.get("max_age_days", 0)),
             bool(data.get("commit", False)),
             bool(data.get("delete_after", False)),
+            str(data.get("lossy", "")),
+            int(data.get("quality", 0)),
         )
 
 

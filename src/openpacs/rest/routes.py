@@ -33,6 +33,9 @@ class ActionModel(BaseModel):
     max_age_days: int = Field(default=0, ge=0, description="prefetch: only priors at most this old (0: any).")
     commit: bool = Field(default=False, description="forward: ask for storage commitment once delivered.")
     delete_after: bool = Field(default=False, description="forward: delete here what the node committed to.")
+    lossy: str = Field(default="", max_length=64, pattern=r"^([0-9]+(\.[0-9]+)*)?$",
+                       description="forward: send a lossy copy in this transfer syntax.")  # fmt: skip
+    quality: int = Field(default=0, ge=0, le=255, description="lossy: JPEG-LS NEAR value or JPEG 2000 ratio.")
 
 
 class RuleModel(BaseModel):
@@ -67,6 +70,8 @@ async def add_rule(body: RuleModel, request: Request, caller: Router) -> dict[st
                 a.max_age_days,
                 a.commit,
                 a.delete_after,
+                a.lossy,
+                a.quality,
             )
             for a in body.actions
         ],

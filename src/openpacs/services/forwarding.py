@@ -16,13 +16,14 @@ from collections.abc import Callable
 from datetime import datetime
 
 from openpacs.domain import transfer_syntaxes as tsx
-from openpacs.domain.errors import PeerError
+from openpacs.domain.errors import CannotDerive, NoPixelData, PeerError
 from openpacs.domain.records import Actor, ActorType, Node, StoredInstance
 from openpacs.domain.rules import Action, ActionKind, Rule, RuleEvent
 from openpacs.domain.tags import Level
 from openpacs.ports.index import AuditRecord, Index
 from openpacs.ports.peers import DicomPeer, OutgoingInstance, PeerAddress
 from openpacs.services.commitment import CommitmentService
+from openpacs.services.derive import DerivationService
 from openpacs.services.jobs import Outcome, Run, Verdict
 from openpacs.services.outbound import OutboundService
 from openpacs.services.routing import conditions_of, values_of
@@ -45,6 +46,7 @@ class ForwardExecutor:
         clock: Callable[[], datetime],
         stow: Callable[[str, list[StoredInstance], tuple[str, ...]], dict[str, str]] | None = None,
         commitments: CommitmentService | None = None,
+        derive: DerivationService | None = None,
     ) -> None:
         self._index = index
         self._outbound = outbound
@@ -52,6 +54,7 @@ class ForwardExecutor:
         self._clock = clock
         self._stow = stow
         self._commitments = commitments
+        self._derive = derive
 
     def __call__(self, run: Run) -> Outcome:
         job = run.job
@@ -90,16 +93,21 @@ class ForwardExecutor:
             if action.kind is ActionKind.FORWARD:
                 assert node is not None
                 address = PeerAddress(node.ae_title, node.host, node.port)
-                failures, interrupted, attempted = self._send(address, remaining, accepted, run)
+                outgoing = self._outgoing_all(remaining, action, accepted, run)
+                sent = [o.sop_instance_uid for o in outgoing]
+                failures, interrupted, attempted = self._send(address, outgoing, run)
             else:
                 if self._stow is None:
                     return Outcome(Verdict.FAILED, "STOW-RS forwarding is not available")
+                sent = [i.sop_instance_uid for i in remaining]
                 failures, interrupted, attempted = self._stow_all(action.url, remaining, accepted or (), run)
         except PeerError as exc:
             return Outcome(Verdict.RETRY, exc.reason)
+        except _Stopped:
+            return Outcome(Verdict.RETRY, "paused or stopped")
         parked = [(uid, _status(reason), reason) for uid, reason in failures.items() if reason != interrupted]
         now = self._clock()
-        delivered = [i.sop_instance_uid for i in remaining[:attempted] if i.sop_instance_uid not in failures]
+        delivered = [uid for uid in sent[:attempted] if uid not in failures]
         if delivered:
             # the copies that left the archive: an undo of a correction lists them (provenance)
             record = AuditRecord(
@@ -137,6 +145,9 @@ class ForwardExecutor:
         assert run.job.pk is not None
         with self._index.session() as session:
             parked = {p.sop_instance_uid for p in session.jobs.parked(run.job.pk)}
+        if action.lossy and self._derive is not None:
+            # the node holds the lossy copies: it commits to those
+            todo = [self._derive.find(i, action.lossy, action.quality) or i for i in todo]
         refs = [(i.sop_class_uid, i.sop_instance_uid) for i in todo if i.sop_instance_uid not in parked]
         if not refs:
             return Outcome(Verdict.DONE)
@@ -149,9 +160,38 @@ class ForwardExecutor:
         run.beat()
         return Outcome(Verdict.DONE)
 
-    def _send(
-        self, peer: PeerAddress, todo: list[StoredInstance], accepted: tuple[str, ...] | None, run: Run
-    ) -> tuple[dict[str, str], str, int]:
+    def _outgoing_all(
+        self, todo: list[StoredInstance], action: Action, accepted: tuple[str, ...] | None, run: Run
+    ) -> list[OutgoingInstance]:
+        """What goes out for each instance: the instance itself, or with a lossy rule its lossy
+        copy (made now if need be: the job keeps its lease while it compresses)."""
+        if not action.lossy or self._derive is None:
+            return [self._outgoing(i, accepted) for i in todo]
+        out = []
+        for instance in todo:
+            out.append(self._lossy_outgoing(instance, action))
+            if not run.beat():
+                raise _Stopped()
+        return out
+
+    def _lossy_outgoing(self, instance: StoredInstance, action: Action) -> OutgoingInstance:
+        assert self._derive is not None
+        try:
+            copy = self._derive.lossy(instance, action.lossy, action.quality)
+        except NoPixelData:
+            return self._outbound.outgoing(instance)  # a report or a presentation state goes as it is
+        except CannotDerive as exc:
+            reason = exc.reason
+
+            def refuse(accepted: tuple[str, ...]) -> tuple[str, bytes | memoryview]:
+                raise CannotDerive(reason)  # parked with the reason, the rest goes on
+
+            return OutgoingInstance(
+                instance.sop_class_uid, instance.sop_instance_uid, instance.transfer_syntax_uid, refuse
+            )
+        return self._outbound.outgoing(copy)
+
+    def _send(self, peer: PeerAddress, outgoing: list[OutgoingInstance], run: Run) -> tuple[dict[str, str], str, int]:
         """C-STORE over one association, in order: (refusals, why it ended early or '', answered)."""
         progress = run.progress
         going = [True]
@@ -166,9 +206,7 @@ class ForwardExecutor:
             going[0] = run.beat()  # time-throttled: at most one index write a second
 
         start = int(progress["position"])
-        result = self._peer.send(
-            peer, [self._outgoing(i, accepted) for i in todo], progress=answered, cancelled=lambda: not going[0]
-        )
+        result = self._peer.send(peer, outgoing, progress=answered, cancelled=lambda: not going[0])
         progress["position"] = start  # the caller sets where it stopped
         failures: dict[str, str] = {}
         interrupted = ""
@@ -181,7 +219,8 @@ class ForwardExecutor:
                 failures[uid] = reason
             else:
                 failures[uid] = reason
-        attempted = _attempted(todo, failures, interrupted) if interrupted else result.attempted
+        uids = [o.sop_instance_uid for o in outgoing]
+        attempted = _attempted(uids, failures, interrupted) if interrupted else result.attempted
         return failures, interrupted, attempted
 
     def _stow_all(
@@ -218,12 +257,16 @@ class ForwardExecutor:
         )
 
 
-def _attempted(chunk: list[StoredInstance], failures: dict[str, str], interrupted: str) -> int:
+def _attempted(uids: list[str], failures: dict[str, str], interrupted: str) -> int:
     """How many of the chunk were answered before the association ended."""
-    for n, instance in enumerate(chunk):
-        if failures.get(instance.sop_instance_uid) == interrupted:
+    for n, uid in enumerate(uids):
+        if failures.get(uid) == interrupted:
             return n
-    return len(chunk)
+    return len(uids)
+
+
+class _Stopped(Exception):
+    """The job was paused or cancelled, or the worker stops."""
 
 
 def _status(reason: str) -> str:

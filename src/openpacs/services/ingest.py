@@ -27,7 +27,7 @@ from openpacs.domain.errors import (
     SopClassMismatch,
 )
 from openpacs.domain.part10 import ParsedInstance, parse_part10
-from openpacs.domain.qa import NOTE, Edit, EditKind, Operation, OperationKind
+from openpacs.domain.qa import DERIVED, DERIVED_TRANSPORT, NOTE, Edit, EditKind, Operation, OperationKind
 from openpacs.domain.records import BlobRef, Origin, StoreOutcome, StoreStatus
 from openpacs.domain.tags import Level, json_key, tag_of
 from openpacs.ports.blobstore import BlobStore, StorageFull
@@ -418,6 +418,9 @@ class IngestService:
         code = None if origin.transport == REJECTION_TRANSPORT else rejection_code(parsed.sop_class_uid, parsed.header)
         if code is not None:
             batch.after_flush.append(lambda s: self._apply_rejection_note(s, batch, parsed, origin, code))
+        if origin.transport == DERIVED_TRANSPORT:
+            # a lossy copy made for routing: never visible to queries, from its first commit
+            batch.after_flush.append(lambda s: s.set_hidden([sop_uid], DERIVED, batch.now))
         outcome = "success-identity-conflict" if attachment.conflicts else "success"
         self._audit(batch, parsed, origin, outcome)
         return StoreOutcome(

@@ -24,8 +24,9 @@ from typing import Any
 
 import orjson
 
+from openpacs.domain import dicom_json as dj
 from openpacs.domain.errors import OpenPacsError
-from openpacs.domain.qa import NOTE, Edit, EditKind, Operation
+from openpacs.domain.qa import DERIVED_TRANSPORT, LOSSY_COPY_MARK, NOTE, Edit, EditKind, Operation
 from openpacs.domain.records import Actor, ActorType, Origin
 from openpacs.domain.tags import Level
 from openpacs.ports.blobstore import BlobStore
@@ -138,6 +139,8 @@ class RebuildService:
             parsed = self._ingest.parse(data)
             note = rejection_code(parsed.sop_class_uid, parsed.header) is not None
             transport = REJECTION_TRANSPORT if note else "rebuild"
+            if dj.text(parsed.header, "00082111").startswith(LOSSY_COPY_MARK):
+                transport = DERIVED_TRANSPORT  # a lossy copy made for routing: hidden again
             origin = Origin(Actor(ActorType.SYSTEM, "rebuild"), transport, calling_ae="")
             self._ingest.store(data, origin, parsed=parsed, stored_key=key)
         except OpenPacsError as exc:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from openpacs.domain.errors import InvalidQuery, NotFound
-from openpacs.domain.qa import DELETED, NOTE, REJECTION_CODES, Edit, EditKind, Operation, OperationKind
+from openpacs.domain.qa import DELETED, DERIVED, NOTE, REJECTION_CODES, Edit, EditKind, Operation, OperationKind
 from openpacs.domain.records import Actor, Origin
 from openpacs.domain.tags import Level
 from openpacs.ports.index import ChangeRecord, IndexSession, InstanceState
@@ -96,7 +96,7 @@ class RejectionOps(QaRunner):
             edits = [
                 Edit(EditKind.HIDDEN, {"level": "IMAGE", "uid": s.sop_instance_uid}, s.hidden, None)
                 for s in states
-                if s.hidden not in (None, NOTE)
+                if s.hidden not in (None, NOTE, DERIVED)
             ]
             if not edits:
                 raise InvalidQuery(f"nothing of {uid} is rejected or deleted")
@@ -151,7 +151,8 @@ class RejectionOps(QaRunner):
 
     def hidden(self, level: Level, uid: str) -> list[dict[str, Any]]:
         """What administrators see and clinical users do not: the hidden instances of a study,
-        series or instance, with why (a rejection code, "deleted", or "rejection-note")."""
+        series or instance, with why (a rejection code, "deleted", "rejection-note", or "derived":
+        a lossy copy a routing rule made)."""
         with self._index.session() as session:
             states = session.instance_states(level, uid)
         if not states:
@@ -163,7 +164,11 @@ class RejectionOps(QaRunner):
                 "series_instance_uid": s.series_instance_uid,
                 "study_instance_uid": s.study_instance_uid,
                 "hidden": s.hidden,
-                "meaning": REJECTION_CODES[s.hidden].meaning if s.hidden in REJECTION_CODES else s.hidden,
+                "meaning": REJECTION_CODES[s.hidden].meaning
+                if s.hidden in REJECTION_CODES
+                else "lossy copy made for routing"
+                if s.hidden == DERIVED
+                else s.hidden,
             }
             for s in states
             if s.hidden is not None

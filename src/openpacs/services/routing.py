@@ -26,6 +26,7 @@ from openpacs.domain.records import Actor, StoredInstance
 from openpacs.domain.rules import Action, ActionKind, Condition, Rule, RuleEvent
 from openpacs.domain.tags import ALL_LEVEL_KEYS, Level, tag_of
 from openpacs.ports.index import AuditRecord, ChangeRecord, Index, IndexSession
+from openpacs.services.derive import check_lossy
 from openpacs.services.outbound import coerced_header
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,10 @@ class RoutingService:
                     raise NotFound(f"no node named {action.node!r}: add it first (openpacs node add)")
                 if action.delete_after and not action.commit:
                     raise InvalidQuery("delete after delivery needs storage commitment (--commit) to confirm it")
+                if action.lossy and action.kind is not ActionKind.FORWARD:
+                    raise InvalidQuery("a lossy copy is sent to a node a rule forwards to by C-STORE")
+                if action.lossy:
+                    check_lossy(action.lossy, action.quality)
                 if action.commit and action.kind is not ActionKind.FORWARD:
                     raise InvalidQuery("storage commitment is asked of a node a rule forwards to by C-STORE")
                 if action.kind is ActionKind.STOW and not action.url.startswith(("http://", "https://")):

@@ -1,4 +1,5 @@
-"""Index statements of storage commitment requests (table ``storage_commitment``)."""
+"""Index statements of storage commitment requests (table ``storage_commitment``) and of the lossy
+copies made for routing (``derived_instance``)."""
 
 from __future__ import annotations
 
@@ -81,3 +82,32 @@ class CommitmentTable:
             sa.select(c.c.transaction_uid).where(c.c.job_pk == job_pk).order_by(c.c.requested_at)
         ).scalars()
         return [found for uid in list(uids) if (found := self.commitment(uid)) is not None]
+
+
+class DerivedTable:
+    """The DerivedStore port: which lossy copy was made of which instance."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def derived_of(self, source_uid: str, kind: str) -> str | None:
+        d = t.derived_instance
+        found = self.connection.execute(
+            sa.select(d.c.derived_sop_instance_uid).where(d.c.source_sop_instance_uid == source_uid, d.c.kind == kind)
+        ).scalar()
+        return None if found is None else str(found)
+
+    def add_derived(self, source_uid: str, kind: str, derived_uid: str, now: datetime) -> str:
+        """Remember a copy; the one remembered first wins (returned)."""
+        known = self.derived_of(source_uid, kind)
+        if known is not None:
+            return known
+        self.connection.execute(
+            sa.insert(t.derived_instance).values(
+                source_sop_instance_uid=source_uid,
+                kind=kind[:100],
+                derived_sop_instance_uid=derived_uid,
+                created_at=now,
+            )
+        )
+        return derived_uid

@@ -14,7 +14,7 @@ from openpacs.adapters.index import corrections, removal
 from openpacs.adapters.index import statements as q
 from openpacs.adapters.index import tables as t
 from openpacs.adapters.index.accounts import Accounts
-from openpacs.adapters.index.commitment import CommitmentTable
+from openpacs.adapters.index.commitment import CommitmentTable, DerivedTable
 from openpacs.adapters.index.fast import FastStatements, json_value
 from openpacs.adapters.index.jobs import JobTable, RuleTable
 from openpacs.adapters.index.migration import MigrationTable
@@ -68,6 +68,7 @@ class SqlIndexSession:
         self.rules = RuleTable(connection)
         self.migration = MigrationTable(connection)
         self.commitments = CommitmentTable(connection)
+        self.derived = DerivedTable(connection)
 
     def _run(self, statement: Any, values: dict[str, Any]) -> Any:
         return self._fast.execute(self.connection, statement, values)

@@ -459,3 +459,13 @@ storage_commitment = sa.Table(
     sa.Column("answered_at", Timestamp, nullable=True),
     sa.Index(None, "state", "requested_at"),
 )
+
+derived_instance = sa.Table(
+    "derived_instance",
+    metadata,
+    sa.Column("source_sop_instance_uid", sa.String(64), primary_key=True),
+    # what was made: "<transfer syntax UID>:<quality>"
+    sa.Column("kind", sa.String(100), primary_key=True),
+    sa.Column("derived_sop_instance_uid", sa.String(64), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+)

@@ -1,5 +1,6 @@
 """migration_item: the studies of a migration, with the counts there and here; storage_commitment:
-the commitments asked of forwarding destinations (issue 5)
+the commitments asked of forwarding destinations; derived_instance: lossy copies made for
+routing (issue 5)
 
 Revision ID: 0008
 Revises: 0007
@@ -62,7 +63,17 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_storage_commitment_state_requested_at"), "storage_commitment", ["state", "requested_at"])
 
+    op.create_table(
+        "derived_instance",
+        sa.Column("source_sop_instance_uid", sa.String(length=64), nullable=False),
+        sa.Column("kind", sa.String(length=100), nullable=False),
+        sa.Column("derived_sop_instance_uid", sa.String(length=64), nullable=False),
+        sa.Column("created_at", _TIME, nullable=False),
+        sa.PrimaryKeyConstraint("source_sop_instance_uid", "kind", name=op.f("pk_derived_instance")),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("derived_instance")
     op.drop_table("storage_commitment")
     op.drop_table("migration_item")

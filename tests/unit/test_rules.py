@@ -64,3 +64,21 @@ def test_each_action_has_its_queue() -> None:
 def test_backoff_doubles_up_to_its_cap() -> None:
     assert [backoff(n, 2.0, 30.0) for n in (1, 2, 3, 4, 5, 6)] == [timedelta(seconds=s) for s in (2, 4, 8, 16, 30, 30)]
     assert backoff(0, 2.0, 30.0) == timedelta(seconds=2)
+
+
+def test_commitment_and_lossy_options_round_trip_and_stay_out_of_plain_actions() -> None:
+    action = Action(
+        ActionKind.FORWARD, node="longterm", commit=True, delete_after=True, lossy="1.2.840.10008.1.2.4.91", quality=10
+    )
+    as_json = action.to_json()
+    assert as_json == {
+        "kind": "forward",
+        "node": "longterm",
+        "commit": True,
+        "delete_after": True,
+        "lossy": "1.2.840.10008.1.2.4.91",
+        "quality": 10,
+    }
+    assert Action.from_json(as_json) == action
+    assert Action.from_json({"kind": "forward", "node": "a"}) == Action(ActionKind.FORWARD, node="a")
+    assert Action(ActionKind.FORWARD, node="a").to_json() == {"kind": "forward", "node": "a"}

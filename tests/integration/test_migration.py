@@ -201,3 +201,34 @@ def test_a_folder_migration_lists_bad_files_and_verifies_each_study(tmp_path: Pa
     assert mismatch["detail"]["missing"] == [
         {"sop_instance_uid": str(refused.SOPInstanceUID), "file": str(folder / "b" / "deep.dcm")}
     ]
+
+
+def test_a_migration_stopped_by_a_restart_resumes_where_it_was(tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path / 'resume.sqlite3'}"
+    first = start_server(tmp_path / "resume", database)
+    orthanc = start_orthanc(tmp_path / "orthanc", {})
+    try:
+        _load(orthanc, generate("small", tmp_path / "corpus", 12, seed=36, per_series=2))  # 3 studies of 4
+        first.cli("node", "add", "orthanc", "--ae-title", "ORTHANC", "--host", "127.0.0.1",
+                  "--port", str(orthanc.port))  # fmt: skip
+        job = json.loads(first.cli("migrate", "from-node", "orthanc", "--via", "get", "--rate", "3", "--json").stdout)
+        deadline = time.monotonic() + 30
+        with _http(first) as http:
+            while time.monotonic() < deadline:
+                counts = http.get(f"/api/migrations/{job['id']}").json()["counts"]
+                if counts["transferred"] >= 1:
+                    break
+                time.sleep(0.1)
+        assert counts["transferred"] in (1, 2), counts  # stopped in the middle (3 instances a second)
+        assert first.stop() == 0
+        again = start_server(first.data_dir, database)
+        try:
+            report = _wait_done(again, job["id"])
+            counts = report["counts"]
+            assert report["job"]["state"] == "done", report["job"]
+            assert (counts["verified"], counts["mismatch"], counts["instances_here"]) == (3, 0, 12), counts
+        finally:
+            again.stop()
+    finally:
+        first.stop()
+        orthanc.stop()

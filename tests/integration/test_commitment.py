@@ -163,3 +163,24 @@ def test_a_report_on_the_same_association_with_a_failure_keeps_what_was_not_comm
         assert any(a["kind"] == "commitment-failed" and kept in a["details"]["instances"] for a in alerts), alerts
     finally:
         scp.stop()
+
+
+def test_a_report_for_a_transaction_we_never_asked_changes_nothing(ours: ServerProcess) -> None:
+    ae = AE(ae_title="HOSTILE")
+    ae.add_requested_context(StorageCommitmentPushModel)
+    assoc = ae.associate("127.0.0.1", ours.dicom_port, ae_title=ours.ae_title)
+    assert assoc.is_established
+    try:
+        report = Dataset()
+        report.TransactionUID = "1.2.3.4.5"
+        report.ReferencedSOPSequence = []
+        status, _ = assoc.send_n_event_report(report, 1, StorageCommitmentPushModel, "1.2.840.10008.1.20.1.1")
+        assert status.Status == 0x0112 and "unknown transaction" in status.ErrorComment
+        again = Dataset()
+        again.FailedSOPSequence = []  # no Transaction UID at all
+        answered, _ = assoc.send_n_event_report(again, 2, StorageCommitmentPushModel, "1.2.840.10008.1.20.1.1")
+        assert answered.Status == 0x0112
+    finally:
+        assoc.release()
+    assert "C-ECHO" not in ours.wait_for_log("N-EVENT-REPORT 2")
+    assert json.loads(ours.cli("jobs", "alerts", "--json").stdout) == []

@@ -179,6 +179,8 @@ def start_openpacs(workdir: Path, dest_port: int) -> Server:
             str(port),
             "--http-port",
             str(http),
+            "--hl7-port",
+            "0",
             "--log-level",
             "WARNING",
         ],

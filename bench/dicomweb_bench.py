@@ -351,7 +351,7 @@ def start_openpacs_dicomweb(workdir: Path) -> Web:
     port, http = free_port(), free_port()
     data = workdir / "data"
     log = (workdir / "openpacs.log").open("wb")
-    serve = ["serve", "--data-dir", str(data), "--dicom-port", str(port), "--http-port", str(http)]
+    serve = ["serve", "--data-dir", str(data), "--dicom-port", str(port), "--http-port", str(http), "--hl7-port", "0"]
     process = subprocess.Popen(
         [sys.executable, "-m", "openpacs", *serve, "--log-level", "WARNING"],
         stdout=log,  # the first start's admin password lands there: not used

@@ -77,7 +77,7 @@ def start_openpacs(workdir: Path, database_url: str | None) -> tuple[Server, str
     log = (workdir / "openpacs.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "openpacs", "serve", "--data-dir", str(data), "--dicom-port", str(port),
-         "--http-port", str(http), "--log-level", "WARNING", *extra],
+         "--http-port", str(http), "--hl7-port", "0", "--log-level", "WARNING", *extra],
         stdout=log, stderr=subprocess.STDOUT, env=ENV,
     )  # fmt: skip
     name = "OpenPACS (PostgreSQL)" if database_url else "OpenPACS (SQLite)"

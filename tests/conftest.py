@@ -167,6 +167,7 @@ class ServerProcess:
     database_url: str
     log_path: Path
     ae_title: str = "OPENPACS"
+    hl7_port: int = 0
 
     @property
     def base_url(self) -> str:
@@ -228,9 +229,11 @@ def start_server(
     extra_env: dict[str, str] | None = None,
     dicom_port: int | None = None,
     http_port: int | None = None,
+    hl7_port: int | None = None,
 ) -> ServerProcess:
     dicom_port = dicom_port or free_port()
     http_port = http_port or free_port()
+    hl7_port = hl7_port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"server-{dicom_port}.log"
     env = {**os.environ, "OPENPACS_STORAGE__SWEEP_INTERVAL_SECONDS": "1", **(extra_env or {})}
@@ -250,12 +253,14 @@ def start_server(
             str(dicom_port),
             "--http-port",
             str(http_port),
+            "--hl7-port",
+            str(hl7_port),
         ],
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
         env=env,
     )
-    server = ServerProcess(process, data_dir, dicom_port, http_port, database_url, log_path)
+    server = ServerProcess(process, data_dir, dicom_port, http_port, database_url, log_path, hl7_port=hl7_port)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:

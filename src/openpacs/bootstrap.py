@@ -33,6 +33,7 @@ from openpacs.services.commitment import CommitmentService
 from openpacs.services.deletion import DeletionService
 from openpacs.services.derive import DerivationService
 from openpacs.services.forwarding import ForwardExecutor
+from openpacs.services.hl7_messages import Hl7MessageService
 from openpacs.services.importer import ImportService
 from openpacs.services.ingest import IngestPolicy, IngestService
 from openpacs.services.jobs import Executor, JobRunner, JobService, JobSettings
@@ -91,6 +92,7 @@ class Application:
     remote: RemoteService
     migration: MigrationService
     commitments: CommitmentService
+    hl7: Hl7MessageService
     _closed: bool = field(default=False)
 
     def close(self) -> None:
@@ -254,6 +256,7 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
         remote=remote,
         migration=migration,
         commitments=commitments,
+        hl7=Hl7MessageService(index, clock=utcnow, default_charset=settings.hl7.default_charset),
     )
 
 
@@ -446,6 +449,7 @@ def http_app(app: Application, dicom_port: int) -> Any:
             routing=app.routing,
             remote=app.remote,
             migration=app.migration,
+            hl7=app.hl7,
         )
     )
 
@@ -514,8 +518,24 @@ def serve(settings: Settings) -> None:
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop, signum)
+        mllp = None
+        if settings.hl7_port:
+            from openpacs.hl7.server import MllpServer
+
+            mllp = MllpServer(
+                app.hl7.receive,
+                app.hl7.too_large,
+                host=settings.host,
+                port=settings.hl7_port,
+                max_message_bytes=settings.hl7.max_message_bytes,
+            )
+            await mllp.start()
         log.info("HTTP service on http://%s:%d (health at /health)", settings.host, settings.http_port)
-        await server.serve()
+        try:
+            await server.serve()
+        finally:
+            if mllp is not None:
+                await mllp.stop()
 
     try:
         import uvloop

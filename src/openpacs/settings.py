@@ -170,6 +170,19 @@ class RoutingSettings(BaseModel):
     )
 
 
+class Hl7Settings(BaseModel):
+    """The HL7 interface (issue 6)."""
+
+    max_message_bytes: int = Field(
+        16 * 1024**2, ge=1024, description="Largest HL7 message accepted; a larger one is answered AR."
+    )
+    default_charset: str = Field(
+        "",
+        description="Character set of messages without MSH-18, as an MSH-18 value (8859/1, UNICODE UTF-8...);"
+        " empty: UTF-8 when the bytes are valid UTF-8, else 8859/1.",
+    )
+
+
 class RouteSeed(BaseModel):
     """A routing rule created on start when no rule of that name exists yet."""
 
@@ -271,7 +284,7 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address every listener binds to.")
     dicom_port: int = Field(11112, ge=0, le=65535, description="DICOM (DIMSE) port.")
     http_port: int = Field(8042, ge=0, le=65535, description="HTTP port.")
-    hl7_port: int = Field(2575, ge=0, le=65535, description="HL7 MLLP port (reserved).")
+    hl7_port: int = Field(2575, ge=0, le=65535, description="HL7 MLLP port (0: no HL7 listener).")
     ae_title: str = Field("OPENPACS", description="Our AE title.")
     database_url: str | None = Field(
         None,
@@ -288,6 +301,7 @@ class Settings(BaseSettings):
     qa: QaSettings = Field(default_factory=QaSettings, description="Corrections.")  # type: ignore[arg-type]
     nodes: list[NodeSeed] = Field(default_factory=list, description="DICOM nodes seeded on start.")
     routing: RoutingSettings = Field(default_factory=RoutingSettings, description="Routing and jobs.")  # type: ignore[arg-type]
+    hl7: Hl7Settings = Field(default_factory=Hl7Settings, description="The HL7 interface.")  # type: ignore[arg-type]
     routes: list[RouteSeed] = Field(default_factory=list, description="Routing rules seeded on start.")
 
     @field_validator("ae_title")

@@ -68,6 +68,8 @@ RULES: dict[tuple[str, str], str | set[str]] = {
     ("post", "/api/migrations/from-node"): ADMIN,
     ("post", "/api/migrations/from-folder"): ADMIN,
     ("get", "/api/migrations/{job_id}"): ADMIN,
+    ("get", "/api/hl7/messages"): ADMIN,
+    ("get", "/api/hl7/messages/{message_id}"): ADMIN,
     ("get", "/api/alerts"): ADMIN,
     ("post", "/api/alerts/{alert_id}/acknowledge"): ADMIN,
     ("get", "/api/qa/hidden"): ADMIN,

@@ -28,6 +28,7 @@ from openpacs.cli.common import (
     fail,
     settings_from,
 )
+from openpacs.cli.hl7 import hl7_app
 from openpacs.cli.migration import migrate_app
 from openpacs.cli.qa import qa_app
 from openpacs.cli.routing import jobs_app, remote_app, route_app
@@ -46,6 +47,7 @@ app.add_typer(route_app, name="route")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(remote_app, name="remote")
 app.add_typer(migrate_app, name="migrate")
+app.add_typer(hl7_app, name="hl7")
 
 
 @app.command()
@@ -65,12 +67,12 @@ def serve(
     ] = None,
     http_port: Annotated[int | None, typer.Option("--http-port", help="HTTP port (env OPENPACS_HTTP_PORT).")] = None,
     hl7_port: Annotated[
-        int | None, typer.Option("--hl7-port", help="HL7 MLLP port, reserved (env OPENPACS_HL7_PORT).")
+        int | None, typer.Option("--hl7-port", help="HL7 MLLP port, 0 for none (env OPENPACS_HL7_PORT).")
     ] = None,
     ae_title: Annotated[str | None, typer.Option("--ae-title", help="Our AE title (env OPENPACS_AE_TITLE).")] = None,
     log_level: Annotated[str | None, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")] = None,
 ) -> None:
-    """Run the server: DICOM, HTTP (and later HL7), until SIGTERM or Ctrl-C."""
+    """Run the server: DICOM, HTTP and HL7 (MLLP), until SIGTERM or Ctrl-C."""
     settings = settings_from(
         config,
         data_dir=data_dir,

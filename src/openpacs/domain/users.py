@@ -31,6 +31,7 @@ class Permission(StrEnum):
     SYSTEM = "system"  # system information
     RECONCILE = "reconcile"  # corrections of identity (openpacs qa, /api/qa)
     ROUTING = "routing"  # routing rules, jobs and alerts (/api/routes, /api/jobs, /api/alerts)
+    HL7 = "hl7"  # the HL7 message store (/api/hl7)
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {

@@ -9,6 +9,7 @@ from fastapi import Request
 
 from openpacs.services.archive import ArchiveService
 from openpacs.services.deletion import DeletionService
+from openpacs.services.hl7_messages import Hl7MessageService
 from openpacs.services.ingest import IngestService
 from openpacs.services.jobs import JobService
 from openpacs.services.migration import MigrationService
@@ -59,6 +60,7 @@ class HttpServices:
     routing: RoutingService
     remote: RemoteService
     migration: MigrationService
+    hl7: Hl7MessageService
 
 
 def services(request: Request) -> HttpServices:

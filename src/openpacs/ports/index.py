@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from openpacs.domain.commitment import CommitmentState
+from openpacs.domain.hl7 import MessageQuery, StoredMessage
 from openpacs.domain.jobs import Job, JobState, Parked
 from openpacs.domain.matching import Query
 from openpacs.domain.migration import ItemState, MigrationItem
@@ -340,6 +341,15 @@ class DerivedStore(Protocol):
     def add_derived(self, source_uid: str, kind: str, derived_uid: str, now: datetime) -> str: ...
 
 
+class Hl7MessageStore(Protocol):
+    """The HL7 message store (issue 6)."""
+
+    def add_message(self, message: StoredMessage) -> int: ...
+    def message(self, pk: int) -> StoredMessage | None: ...
+    def messages(self, query: MessageQuery) -> list[StoredMessage]: ...
+    def message_counts(self) -> dict[str, int]: ...
+
+
 class IndexSession(Protocol):
     """One unit of work on the index."""
 
@@ -351,6 +361,8 @@ class IndexSession(Protocol):
     def commitments(self) -> CommitmentStore: ...
     @property
     def derived(self) -> DerivedStore: ...
+    @property
+    def hl7(self) -> Hl7MessageStore: ...
     @property
     def rules(self) -> RuleStore: ...
 

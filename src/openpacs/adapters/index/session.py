@@ -16,6 +16,7 @@ from openpacs.adapters.index import tables as t
 from openpacs.adapters.index.accounts import Accounts
 from openpacs.adapters.index.commitment import CommitmentTable, DerivedTable
 from openpacs.adapters.index.fast import FastStatements, json_value
+from openpacs.adapters.index.hl7 import Hl7MessageTable
 from openpacs.adapters.index.jobs import JobTable, RuleTable
 from openpacs.adapters.index.migration import MigrationTable
 from openpacs.adapters.index.reallocation import Reallocation
@@ -69,6 +70,7 @@ class SqlIndexSession:
         self.migration = MigrationTable(connection)
         self.commitments = CommitmentTable(connection)
         self.derived = DerivedTable(connection)
+        self.hl7 = Hl7MessageTable(connection)
 
     def _run(self, statement: Any, values: dict[str, Any]) -> Any:
         return self._fast.execute(self.connection, statement, values)

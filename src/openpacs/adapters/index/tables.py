@@ -469,3 +469,35 @@ derived_instance = sa.Table(
     sa.Column("derived_sop_instance_uid", sa.String(64), nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
 )
+
+hl7_message = sa.Table(
+    "hl7_message",
+    metadata,
+    sa.Column("pk", BigKey, primary_key=True, autoincrement=True),
+    sa.Column("direction", sa.String(3), nullable=False),  # in, out
+    sa.Column("received_at", Timestamp, nullable=False),
+    sa.Column("peer", sa.String(200), nullable=False, server_default=""),  # host:port
+    sa.Column("sending_application", sa.String(200), nullable=False, server_default=""),
+    sa.Column("sending_facility", sa.String(200), nullable=False, server_default=""),
+    sa.Column("receiving_application", sa.String(200), nullable=False, server_default=""),
+    sa.Column("receiving_facility", sa.String(200), nullable=False, server_default=""),
+    sa.Column("message_type", sa.String(16), nullable=False, server_default=""),
+    sa.Column("trigger", sa.String(16), nullable=False, server_default=""),
+    sa.Column("control_id", sa.String(200), nullable=False, server_default=""),
+    sa.Column("version", sa.String(16), nullable=False, server_default=""),
+    sa.Column("processing_id", sa.String(4), nullable=False, server_default=""),
+    sa.Column("charset", sa.String(32), nullable=False, server_default=""),
+    sa.Column("patient_id", sa.String(200), nullable=False, server_default=""),
+    sa.Column("accession", sa.String(200), nullable=False, server_default=""),
+    # received (stored, waiting to be processed), processed, failed, skipped, rejected (AR)
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error", sa.Text, nullable=False, server_default=""),
+    sa.Column("ack_code", sa.String(2), nullable=False, server_default=""),
+    sa.Column("raw", sa.LargeBinary, nullable=False),
+    sa.Column("processed_at", Timestamp, nullable=True),
+    sa.Index(None, "received_at"),
+    sa.Index(None, "status", "pk"),
+    sa.Index(None, "patient_id"),
+    sa.Index(None, "accession"),
+    sa.Index(None, "control_id"),
+)

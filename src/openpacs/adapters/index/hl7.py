@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -120,10 +121,8 @@ class Hl7MessageTable:
         if query.text:
             # messages keep their own character set: look for the text as UTF-8 and as ISO 8859-1
             needles = {query.text.encode("utf-8")}
-            try:
+            with contextlib.suppress(UnicodeEncodeError):
                 needles.add(query.text.encode("iso8859-1"))
-            except UnicodeEncodeError:
-                pass
             if self.connection.dialect.name == "sqlite":  # LIKE does not see into a BLOB
                 select = select.where(sa.or_(*(sa.func.instr(m.c.raw, n) > 0 for n in needles)))
             else:

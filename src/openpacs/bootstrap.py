@@ -10,7 +10,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,6 +34,7 @@ from openpacs.services.deletion import DeletionService
 from openpacs.services.derive import DerivationService
 from openpacs.services.forwarding import ForwardExecutor
 from openpacs.services.hl7_messages import Hl7MessageService
+from openpacs.services.hl7_processing import Hl7Processor
 from openpacs.services.importer import ImportService
 from openpacs.services.ingest import IngestPolicy, IngestService
 from openpacs.services.jobs import Executor, JobRunner, JobService, JobSettings
@@ -93,6 +94,7 @@ class Application:
     migration: MigrationService
     commitments: CommitmentService
     hl7: Hl7MessageService
+    hl7_processor: Hl7Processor
     _closed: bool = field(default=False)
 
     def close(self) -> None:
@@ -175,6 +177,19 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
         clock=utcnow,
         holder=f"{settings.effective_node_name}:{os.getpid()}",
     )
+    reconcile = ReconcileService(
+        index,
+        blobs,
+        ingest,
+        editable=Editable(
+            tuple(settings.qa.patient_attributes),
+            tuple(settings.qa.study_attributes),
+            tuple(settings.qa.series_attributes),
+        ),
+        clock=utcnow,
+        purge_after=timedelta(days=settings.qa.purge_after_days),
+        deletion_grace=timedelta(seconds=settings.storage.deletion_grace_seconds),
+    )
     importer = ImportService(ingest, default_issuer=default_issuer)
     migration = MigrationService(
         index,
@@ -231,19 +246,7 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
         deletion=deletion,
         parts=PartService(outbound, blobs),
         rendering=RenderService(outbound),
-        reconcile=ReconcileService(
-            index,
-            blobs,
-            ingest,
-            editable=Editable(
-                tuple(settings.qa.patient_attributes),
-                tuple(settings.qa.study_attributes),
-                tuple(settings.qa.series_attributes),
-            ),
-            clock=utcnow,
-            purge_after=timedelta(days=settings.qa.purge_after_days),
-            deletion_grace=timedelta(seconds=settings.storage.deletion_grace_seconds),
-        ),
+        reconcile=reconcile,
         rebuild=RebuildService(index, blobs, ingest, clock=utcnow),
         runner=runner,
         jobs=JobService(index, clock=utcnow, wake=runner.wake),
@@ -257,6 +260,14 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
         migration=migration,
         commitments=commitments,
         hl7=Hl7MessageService(index, clock=utcnow, default_charset=settings.hl7.default_charset),
+        hl7_processor=Hl7Processor(
+            index,
+            reconcile,
+            clock=utcnow,
+            default_issuer=identity.default_issuer,
+            authorities=dict(settings.hl7.authorities),
+            default_charset=settings.hl7.default_charset,
+        ),
     )
 
 
@@ -296,38 +307,58 @@ def seed_routes(app: Application) -> None:
         app.routing.seed(rules, Actor(ActorType.SYSTEM, "configuration"))
 
 
-class Dispatcher:
-    """The change-feed listeners and the stability timer, held by a database lease (one
-    process at a time); the job workers run in every process."""
+class LeasedDuty:
+    """A singleton duty (ARCHITECTURE.md section 5): a loop that runs *work* only while this
+    process holds the database lease *lease*; *work* returns True while there is more to do."""
 
-    LEASE = "change-feed"
-
-    def __init__(self, app: Application, interval: float = 0.25) -> None:
+    def __init__(self, app: Application, lease: str, work: Callable[[], bool], interval: float = 0.25) -> None:
         self._app = app
+        self._lease = lease
+        self._work = work
         self._interval = interval
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="change-feed", daemon=True)
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=lease, daemon=True)
         self._holder = f"{app.settings.effective_node_name}:{id(self)}"
 
     def start(self) -> None:
         self._thread.start()
 
+    def wake(self) -> None:
+        self._wake.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout=10)
         with contextlib.suppress(Exception):
-            self._app.index.release_lease(self.LEASE, self._holder)
+            self._app.index.release_lease(self._lease, self._holder)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                if self._app.index.try_lease(self.LEASE, self._holder, ttl_seconds=30):
-                    self._app.routing.mark_stable()
-                    while self._app.routing.consume() and not self._stop.is_set():
+                if self._app.index.try_lease(self._lease, self._holder, ttl_seconds=30):
+                    while self._work() and not self._stop.is_set():
                         pass
             except Exception:
-                log.exception("change-feed dispatch failed")
-            self._stop.wait(self._interval)
+                log.exception("%s failed", self._lease)
+            self._wake.wait(self._interval)
+            self._wake.clear()
+
+
+def change_feed_duty(app: Application) -> LeasedDuty:
+    """The change-feed listeners and the stability timer (the job workers run in every process)."""
+
+    def dispatch() -> bool:
+        app.routing.mark_stable()
+        return bool(app.routing.consume())
+
+    return LeasedDuty(app, "change-feed", dispatch)
+
+
+def hl7_duty(app: Application) -> LeasedDuty:
+    """The one consumer that applies stored HL7 messages, in arrival order."""
+    return LeasedDuty(app, "hl7", lambda: app.hl7_processor.process_pending() > 0, interval=0.2)
 
 
 def seed_nodes(app: Application) -> None:
@@ -495,8 +526,10 @@ def serve(settings: Settings) -> None:
     housekeeping = Housekeeping(app)
     housekeeping.start()
     seed_routes(app)
-    dispatcher = Dispatcher(app)
+    dispatcher = change_feed_duty(app)
     dispatcher.start()
+    hl7_consumer = hl7_duty(app)
+    hl7_consumer.start()
     app.runner.start()
     server = _Server(
         uvicorn.Config(
@@ -546,6 +579,7 @@ def serve(settings: Settings) -> None:
     finally:
         dimse.stop()
         dispatcher.stop()
+        hl7_consumer.stop()
         app.runner.stop()
         housekeeping.stop()
         app.close()

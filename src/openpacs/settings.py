@@ -181,6 +181,11 @@ class Hl7Settings(BaseModel):
         description="Character set of messages without MSH-18, as an MSH-18 value (8859/1, UNICODE UTF-8...);"
         " empty: UTF-8 when the bytes are valid UTF-8, else 8859/1.",
     )
+    authorities: dict[str, str] = Field(
+        default_factory=dict,
+        description="Assigning authority (PID-3.4) -> issuer of Patient ID; an authority not listed is the"
+        " site's own domain (identity.default_issuer).",
+    )
 
 
 class RouteSeed(BaseModel):

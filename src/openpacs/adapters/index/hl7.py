@@ -133,6 +133,30 @@ class Hl7MessageTable:
         rows = self.connection.execute(select.order_by(m.c.pk.desc()).limit(max(1, min(query.limit, 1000))))
         return [_message(r) for r in rows]
 
+    def pending(self, limit: int) -> list[StoredMessage]:
+        """Inbound messages waiting to be applied, in arrival order."""
+        m = t.hl7_message
+        rows = self.connection.execute(
+            sa.select(m).where(m.c.status == "received", m.c.direction == "in").order_by(m.c.pk).limit(limit)
+        )
+        return [_message(r) for r in rows]
+
+    def held_patients(self) -> set[tuple[str, str]]:
+        """(sender, patient ID) of the failed messages: their later messages wait."""
+        m = t.hl7_message
+        rows = self.connection.execute(
+            sa.select(m.c.sending_application, m.c.sending_facility, m.c.patient_id)
+            .where(m.c.status == "failed", m.c.patient_id != "")
+            .distinct()
+        )
+        return {(f"{r.sending_application}|{r.sending_facility}", r.patient_id) for r in rows}
+
+    def set_status(self, pk: int, status: str, error: str, now: datetime) -> None:
+        m = t.hl7_message
+        self.connection.execute(
+            sa.update(m).where(m.c.pk == pk).values(status=status, error=error[:4000], processed_at=now)
+        )
+
     def message_counts(self) -> dict[str, int]:
         m = t.hl7_message
         rows = self.connection.execute(sa.select(m.c.status, sa.func.count()).group_by(m.c.status))

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -335,12 +336,18 @@ class LeasedDuty:
             self._app.index.release_lease(self._lease, self._holder)
 
     def _run(self) -> None:
+        # the lease (30 s) is renewed every 10 s, not on every turn: on SQLite a renewal is a write
+        held, renew_at = False, 0.0
         while not self._stop.is_set():
             try:
-                if self._app.index.try_lease(self._lease, self._holder, ttl_seconds=30):
+                if not held or time.monotonic() >= renew_at:
+                    held = self._app.index.try_lease(self._lease, self._holder, ttl_seconds=30)
+                    renew_at = time.monotonic() + 10
+                if held:
                     while self._work() and not self._stop.is_set():
                         pass
             except Exception:
+                held = False
                 log.exception("%s failed", self._lease)
             self._wake.wait(self._interval)
             self._wake.clear()
@@ -358,7 +365,9 @@ def change_feed_duty(app: Application) -> LeasedDuty:
 
 def hl7_duty(app: Application) -> LeasedDuty:
     """The one consumer that applies stored HL7 messages, in arrival order."""
-    return LeasedDuty(app, "hl7", lambda: app.hl7_processor.process_pending() > 0, interval=0.2)
+    duty = LeasedDuty(app, "hl7", lambda: app.hl7_processor.process_pending() > 0, interval=1.0)
+    app.hl7.notify = duty.wake  # a message stored by this process is applied at once
+    return duty
 
 
 def seed_nodes(app: Application) -> None:

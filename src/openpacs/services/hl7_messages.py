@@ -31,6 +31,7 @@ class Hl7MessageService:
         self._index = index
         self._clock = clock
         self._default_charset = default_charset
+        self.notify: Callable[[], None] | None = None  # wakes the consumer (set by the server)
 
     def receive(self, raw: bytes, peer: str) -> bytes:
         """Store a message as it came and answer it: AA once it is durable, AR when it cannot
@@ -43,6 +44,8 @@ class Hl7MessageService:
         message = StoredMessage("in", now, RECEIVED, raw, summary, peer=peer, ack_code="AA")
         with self._index.session(write=True) as session:
             pk = session.hl7.add_message(message)
+        if self.notify is not None:
+            self.notify()
         return ack(summary, "AA", now=now, control_id=f"OPENPACS{pk}")
 
     def _reject(self, raw: bytes, peer: str, now: datetime, error: Hl7Error) -> bytes:

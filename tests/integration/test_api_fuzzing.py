@@ -14,6 +14,9 @@ from conftest import ServerProcess
 from web import accounts_of
 
 EXAMPLES_PER_OPERATION = 20
+# a fuzzed folder migration that named an existing folder ("/") would really import it:
+# its refusals are tested with chosen input in test_migration.py instead
+NOT_FUZZED = {("POST", "/api/migrations/from-folder")}
 
 
 def test_no_operation_answers_a_server_error(sqlite_server: ServerProcess) -> None:
@@ -26,6 +29,8 @@ def test_no_operation_answers_a_server_error(sqlite_server: ServerProcess) -> No
     for result in schema.get_all_operations():
         operation = result.ok()
         operations += 1
+        if (operation.method.upper(), operation.path) in NOT_FUZZED:
+            continue
 
         @given(case=operation.as_strategy())
         @settings(

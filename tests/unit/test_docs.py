@@ -79,3 +79,10 @@ def test_every_table_is_in_the_schema_reference() -> None:
     assert not missing, f"tables not described in docs/schema.md: {missing}"
     for column in metadata.tables["instance"].columns:
         assert f"`{column.name}`" in text
+
+
+def test_test_modules_have_unique_names() -> None:
+    """pytest imports test modules by basename (no packages): two of one name stop the run."""
+    tests = Path(__file__).resolve().parents[1]
+    names = [p.name for p in tests.rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []

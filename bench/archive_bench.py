@@ -120,10 +120,9 @@ class Server:
                 self.process.wait()
 
 
-def start_orthanc(workdir: Path, dest_port: int) -> Server:
-    binary = ensure_orthanc()
-    port, http = free_port(), free_port()
-    config = json.loads(_strip_comments(Path("/etc/orthanc/orthanc.json").read_text()))
+def orthanc_config(workdir: Path, port: int, http: int, modalities: dict[str, list[Any]]) -> dict[str, Any]:
+    """Debian's Orthanc configuration with its own storage, ports and *modalities*, open to DICOM peers."""
+    config: dict[str, Any] = json.loads(_strip_comments(Path("/etc/orthanc/orthanc.json").read_text()))
     config.update(
         {
             "Name": "bench",
@@ -138,9 +137,17 @@ def start_orthanc(workdir: Path, dest_port: int) -> Server:
             "DicomAlwaysAllowFind": True,
             "DicomAlwaysAllowMove": True,
             "DicomAlwaysAllowGet": True,
-            "DicomModalities": {"dest": ["DEST", "127.0.0.1", dest_port]},
+            "DicomAlwaysAllowStore": True,
+            "DicomModalities": modalities,
         }
     )
+    return config
+
+
+def start_orthanc(workdir: Path, dest_port: int) -> Server:
+    binary = ensure_orthanc()
+    port, http = free_port(), free_port()
+    config = orthanc_config(workdir, port, http, {"dest": ["DEST", "127.0.0.1", dest_port]})
     (workdir / "orthanc.json").write_text(json.dumps(config))
     log = (workdir / "orthanc.log").open("wb")
     process = subprocess.Popen([binary, str(workdir / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT, env=ENV)

@@ -34,32 +34,14 @@ class Orthanc:
 
 def start_orthanc(workdir: Path, modalities: dict[str, list[Any]]) -> Orthanc:
     """Orthanc with Debian's configuration, its own storage, and *modalities* (name -> [AE, host, port])."""
-    from archive_bench import _strip_comments
+    from archive_bench import orthanc_config
 
     binary = shutil.which("Orthanc")
     require(binary is not None, "Debian's Orthanc (apt-get install orthanc)")
     assert binary is not None
     workdir.mkdir(parents=True, exist_ok=True)
     port, http = free_port(), free_port()
-    config: dict[str, Any] = json.loads(_strip_comments(Path("/etc/orthanc/orthanc.json").read_text()))
-    config.update(
-        {
-            "Name": "peer",
-            "StorageDirectory": str(workdir / "storage"),
-            "IndexDirectory": str(workdir / "index"),
-            "DicomAet": "ORTHANC",
-            "DicomPort": port,
-            "HttpPort": http,
-            "Plugins": [],
-            "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
-            "DicomAlwaysAllowFind": True,
-            "DicomAlwaysAllowMove": True,
-            "DicomAlwaysAllowGet": True,
-            "DicomAlwaysAllowStore": True,
-            "DicomModalities": modalities,
-        }
-    )
+    config = orthanc_config(workdir, port, http, modalities)
     (workdir / "orthanc.json").write_text(json.dumps(config))
     log = (workdir / "orthanc.log").open("wb")
     process = subprocess.Popen(

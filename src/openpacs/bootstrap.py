@@ -24,6 +24,8 @@ from openpacs.dimse.peer import DimsePeer
 from openpacs.dimse.scp import DimseServices
 from openpacs.dimse.server import DimseConfig, DimseServer
 from openpacs.domain.errors import OpenPacsError
+from openpacs.domain.hl7_orders import mapping_with
+from openpacs.domain.hl7_senders import SenderDirectory, SenderPolicy, is_loopback
 from openpacs.domain.jobs import JobKind
 from openpacs.domain.records import Actor, ActorType, Issuer, Node
 from openpacs.domain.rules import Action, ActionKind, Condition, Rule, RuleEvent
@@ -42,6 +44,7 @@ from openpacs.services.jobs import Executor, JobRunner, JobService, JobSettings
 from openpacs.services.migration import MigrationService
 from openpacs.services.network import NetworkService
 from openpacs.services.nodes import NodeService
+from openpacs.services.orders import OrderService
 from openpacs.services.outbound import OutboundService, PartService
 from openpacs.services.qa_runner import Editable
 from openpacs.services.query import QueryService
@@ -96,6 +99,7 @@ class Application:
     commitments: CommitmentService
     hl7: Hl7MessageService
     hl7_processor: Hl7Processor
+    orders: OrderService
     _closed: bool = field(default=False)
 
     def close(self) -> None:
@@ -214,6 +218,8 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
     executors[JobKind.RETRIEVE] = remote.execute
     executors[JobKind.PREFETCH] = remote.prefetch
     executors[JobKind.MIGRATE] = migration.execute
+    senders = sender_directory(settings)
+    orders = OrderService(index, clock=utcnow)
     return Application(
         settings=settings,
         index=index,
@@ -260,16 +266,50 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
         remote=remote,
         migration=migration,
         commitments=commitments,
-        hl7=Hl7MessageService(index, clock=utcnow, default_charset=settings.hl7.default_charset),
+        hl7=Hl7MessageService(
+            index,
+            clock=utcnow,
+            default_charset=settings.hl7.default_charset,
+            senders=senders,
+            process_timeout=settings.hl7.process_timeout_seconds,
+        ),
         hl7_processor=Hl7Processor(
             index,
             reconcile,
+            orders,
             clock=utcnow,
             default_issuer=identity.default_issuer,
             authorities=dict(settings.hl7.authorities),
             default_charset=settings.hl7.default_charset,
+            senders=senders,
+            merged_id_policy=settings.hl7.merged_id_policy,
         ),
+        orders=orders,
     )
+
+
+def sender_directory(settings: Settings) -> SenderDirectory:
+    """The ``[[hl7.senders]]`` of the configuration (a bad field mapping stops the start)."""
+    policies = []
+    for n, entry in enumerate(settings.hl7.senders, start=1):
+        try:
+            mapping = mapping_with(entry.mapping)
+        except ValueError as exc:
+            raise ValueError(f"hl7.senders[{n}].mapping: {exc}") from exc
+        policies.append(
+            SenderPolicy(
+                application=entry.application,
+                facility=entry.facility,
+                addresses=tuple(entry.addresses),
+                ack_mode=entry.ack_mode,
+                charset=entry.charset,
+                default_issuer=entry.default_issuer,
+                authorities=dict(entry.authorities),
+                mapping=mapping,
+            )
+        )
+    accept = settings.hl7.accept_unknown_senders
+    return SenderDirectory(tuple(policies), is_loopback(settings.host) if accept is None else accept)
 
 
 def seed_routes(app: Application) -> None:
@@ -364,9 +404,24 @@ def change_feed_duty(app: Application) -> LeasedDuty:
 
 
 def hl7_duty(app: Application) -> LeasedDuty:
-    """The one consumer that applies stored HL7 messages, in arrival order."""
-    duty = LeasedDuty(app, "hl7", lambda: app.hl7_processor.process_pending() > 0, interval=1.0)
+    """The one consumer that applies stored HL7 messages, in arrival order; it also deletes
+    handled messages past their retention, once an hour."""
+    purged_at = [0.0]
+
+    def turn() -> bool:
+        busy = app.hl7_processor.process_pending() > 0
+        if not busy and time.monotonic() - purged_at[0] > 3600:
+            purged_at[0] = time.monotonic()
+            removed = app.hl7.purge(app.settings.hl7.retention_days)
+            if removed:
+                log.info("HL7: %d messages past their retention deleted", removed)
+        return busy
+
+    duty = LeasedDuty(app, "hl7", turn, interval=1.0)
     app.hl7.notify = duty.wake  # a message stored by this process is applied at once
+    app.hl7_processor.on_processed = lambda pk, outcome: app.hl7.processed(
+        pk, outcome.status, outcome.note, outcome.location
+    )
     return duty
 
 
@@ -490,6 +545,7 @@ def http_app(app: Application, dicom_port: int) -> Any:
             remote=app.remote,
             migration=app.migration,
             hl7=app.hl7,
+            orders=app.orders,
         )
     )
 

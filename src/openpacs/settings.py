@@ -170,8 +170,58 @@ class RoutingSettings(BaseModel):
     )
 
 
+class Hl7SenderSettings(BaseModel):
+    """One sending system (an ``[[hl7.senders]]`` entry): who it is and how it is treated."""
+
+    application: str = Field("", description="Sending application (MSH-3); empty: any.")
+    facility: str = Field("", description="Sending facility (MSH-4); empty: any.")
+    addresses: list[str] = Field(
+        default_factory=list, description="IP addresses or networks (CIDR) it may connect from; empty: any."
+    )
+    ack_mode: Literal["after-store", "after-process"] = Field(
+        "after-store",
+        description="after-store: AA once the message is durably stored (processing errors go to the error"
+        " queue); after-process: AA once applied, AE with an ERR segment naming the field when it fails.",
+    )
+    charset: str = Field("", description="MSH-18 value assumed for its messages without MSH-18.")
+    default_issuer: str | None = Field(
+        None, description="Issuer of its patient IDs with an unlisted authority (default: identity.default_issuer)."
+    )
+    authorities: dict[str, str] = Field(
+        default_factory=dict, description="Assigning authority (PID-3.4) -> issuer, for this sender."
+    )
+    mapping: dict[str, str | list[str]] = Field(
+        default_factory=dict,
+        description='Field mappings replacing the defaults, e.g. {accession_number = "OBR-3",'
+        ' station_ae_title = ["OBR-21"]}; names in docs/hl7-interface.md.',
+    )
+
+
 class Hl7Settings(BaseModel):
     """The HL7 interface (issue 6)."""
+
+    senders: list[Hl7SenderSettings] = Field(
+        default_factory=list, description="Known sending systems, first match wins ([[hl7.senders]])."
+    )
+    accept_unknown_senders: bool | None = Field(
+        None,
+        description="Take messages from senders not listed; default: only while the listener is on loopback"
+        " (hl7_host), otherwise they are refused with AR.",
+    )
+    process_timeout_seconds: float = Field(
+        30.0, gt=0, le=600, description="How long an after-process ACK waits for the message to be applied."
+    )
+    retention_days: int = Field(
+        90,
+        ge=0,
+        description="Processed, skipped and rejected messages older than this are deleted (0: kept);"
+        " failed and waiting messages are kept until handled.",
+    )
+    merged_id_policy: Literal["follow", "reject"] = Field(
+        "follow",
+        description="A message naming a patient ID already merged into another: follow (apply it to the"
+        " surviving patient) or reject (the message fails and waits in the error queue).",
+    )
 
     max_message_bytes: int = Field(
         16 * 1024**2, ge=1024, description="Largest HL7 message accepted; a larger one is answered AR."

@@ -79,8 +79,12 @@ def test_every_real_message_gets_an_ack_on_one_connection(server: ServerProcess,
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     acks = [line for line in result.stdout.split(b"\r") if line.startswith(b"MSA|")]
     assert len(acks) == sent, result.stdout.decode(errors="replace")[-2000:]
-    refused = [a for a in acks if not a.startswith(b"MSA|AA|")]
+    refused = [a for a in acks if not a.startswith((b"MSA|AA|", b"MSA|CA|"))]
     assert refused == [], refused  # every real message is taken (the consumer decides what it means)
+    # enhanced mode (MSH-15 AL, SU or ER) gets a commit ACK, original mode an application ACK
+    enhanced = [m for m in joined.split(b"MSH|^~\\&|")[1:] if m.split(b"\r")[0].split(b"\n")[0].split(b"|")[12:13]
+                in ([b"AL"], [b"SU"], [b"ER"])]  # fmt: skip
+    assert sum(a.startswith(b"MSA|CA|") for a in acks) == len(enhanced) > 0
     with httpx.Client(base_url=server.base_url, timeout=30, headers=accounts_of(server)["admin"].bearer) as http:
         counts = http.get("/api/hl7/messages", params={"limit": 1}).json()["counts"]
         # stored, then applied or skipped by the consumer (or waiting for it): none refused

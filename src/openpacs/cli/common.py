@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -15,6 +16,7 @@ from openpacs.settings import Settings, load_settings
 
 console = Console()
 err = Console(stderr=True)
+T = TypeVar("T")
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data folder (env OPENPACS_DATA_DIR).")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML configuration file (env OPENPACS_CONFIG).")]
@@ -56,3 +58,15 @@ def application_from(config: Path | None, data_dir: Path | None, database_url: s
         return bootstrap.build(settings)
     except Exception as exc:
         raise fail(exc) from exc
+
+
+def with_app(config: Any, data_dir: Any, database_url: Any, action: Callable[[bootstrap.Application], T]) -> T:
+    """Run *action* on an application built from the options; service errors exit 1."""
+    application = application_from(config, data_dir, database_url)
+    try:
+        return action(application)
+    except OpenPacsError as exc:
+        err.print(f"[red]error:[/red] {exc.reason}")
+        raise typer.Exit(1) from exc
+    finally:
+        application.close()

@@ -10,8 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from openpacs.cli.common import ConfigFile, DatabaseUrl, DataDir, JsonOut, cli_actor, console
-from openpacs.cli.routing import _with_app
+from openpacs.cli.common import ConfigFile, DatabaseUrl, DataDir, JsonOut, cli_actor, console, with_app
 from openpacs.domain.jobs import Job
 
 migrate_app = typer.Typer(
@@ -54,7 +53,7 @@ def from_node(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Walk the node's studies (by study date), bring each over, then verify the counts."""
-    job = _with_app(
+    job = with_app(
         config,
         data_dir,
         database_url,
@@ -76,7 +75,7 @@ def from_folder(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Import a folder tree, then verify each study instance by instance."""
-    job = _with_app(
+    job = with_app(
         config,
         data_dir,
         database_url,
@@ -117,7 +116,7 @@ def status(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Where a migration is: its phase, studies per state, instances there and here."""
-    report = _with_app(config, data_dir, database_url, lambda app: app.migration.report(job_id, limit=1))
+    report = with_app(config, data_dir, database_url, lambda app: app.migration.report(job_id, limit=1))
     if as_json:
         report.pop("studies", None)
         print(json.dumps(report, indent=2))
@@ -141,7 +140,7 @@ def report(
 ) -> None:
     """The verification report: each study counted there and here, mismatches listed."""
     states = ["mismatch", "failed"] if mismatches else None
-    found = _with_app(
+    found = with_app(
         config, data_dir, database_url, lambda app: app.migration.report(job_id, states=states, limit=limit)
     )
     if as_json:

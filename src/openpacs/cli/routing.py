@@ -5,15 +5,13 @@ as ``serve``; effective for a running server without a restart."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 from rich.table import Table
 
 from openpacs import bootstrap
-from openpacs.cli.common import ConfigFile, DatabaseUrl, DataDir, JsonOut, application_from, cli_actor, console, err
-from openpacs.domain.errors import OpenPacsError
+from openpacs.cli.common import ConfigFile, DatabaseUrl, DataDir, JsonOut, cli_actor, console, err, with_app
 from openpacs.domain.jobs import Job
 from openpacs.domain.rules import Action, ActionKind, Condition, Rule, RuleEvent
 
@@ -21,17 +19,6 @@ route_app = typer.Typer(help="Routing rules: what is forwarded where, and when."
 jobs_app = typer.Typer(help="The job queue: forwarding (and later retrieval, migration).", no_args_is_help=True)
 
 T = TypeVar("T")
-
-
-def _with_app(config: Any, data_dir: Any, database_url: Any, action: Callable[[bootstrap.Application], T]) -> T:
-    application = application_from(config, data_dir, database_url)
-    try:
-        return action(application)
-    except OpenPacsError as exc:
-        err.print(f"[red]error:[/red] {exc.reason}")
-        raise typer.Exit(1) from exc
-    finally:
-        application.close()
 
 
 @route_app.command("add")
@@ -109,7 +96,7 @@ def route_add(
         rule = Rule(name, RuleEvent(on), conditions, [action], priority=priority, description=description)
         return app.routing.add(rule, cli_actor())
 
-    rule = _with_app(config, data_dir, database_url, add)
+    rule = with_app(config, data_dir, database_url, add)
     if as_json:
         print(json.dumps(rule.to_json(), indent=2))
         return
@@ -121,7 +108,7 @@ def route_list(
     as_json: JsonOut = False, data_dir: DataDir = None, config: ConfigFile = None, database_url: DatabaseUrl = None
 ) -> None:
     """The rules, highest priority first."""
-    rules = _with_app(config, data_dir, database_url, lambda app: app.routing.rules())
+    rules = with_app(config, data_dir, database_url, lambda app: app.routing.rules())
     if as_json:
         print(json.dumps([r.to_json() for r in rules], indent=2))
         return
@@ -145,7 +132,7 @@ def route_remove(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Remove a rule (jobs it queued go on)."""
-    _with_app(config, data_dir, database_url, lambda app: app.routing.remove(name, cli_actor()))
+    with_app(config, data_dir, database_url, lambda app: app.routing.remove(name, cli_actor()))
     console.print(f"rule {name} removed")
 
 
@@ -158,7 +145,7 @@ def route_test(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Which rules the study would trigger, and for how many of its instances; sends nothing."""
-    found = _with_app(config, data_dir, database_url, lambda app: app.routing.test(study))
+    found = with_app(config, data_dir, database_url, lambda app: app.routing.test(study))
     if as_json:
         print(json.dumps(found, indent=2))
         return
@@ -196,7 +183,7 @@ def jobs_list(
     database_url: DatabaseUrl = None,
 ) -> None:
     """The jobs, newest first, and how many there are in each state."""
-    found, counts = _with_app(
+    found, counts = with_app(
         config, data_dir, database_url, lambda app: (app.jobs.jobs(state, limit), app.jobs.counts())
     )
     if as_json:
@@ -220,7 +207,7 @@ def jobs_forward(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Send a stored study to a node, as a job that a running server carries out."""
-    job = _with_app(
+    job = with_app(
         config,
         data_dir,
         database_url,
@@ -240,7 +227,7 @@ def jobs_show(
     database_url: DatabaseUrl = None,
 ) -> None:
     """A job in full (JSON), with the instances its destination refused."""
-    print(json.dumps(_with_app(config, data_dir, database_url, lambda app: app.jobs.show(job_id)), indent=2))
+    print(json.dumps(with_app(config, data_dir, database_url, lambda app: app.jobs.show(job_id)), indent=2))
 
 
 def _change(verb: str, doc: str) -> None:
@@ -250,7 +237,7 @@ def _change(verb: str, doc: str) -> None:
         config: ConfigFile = None,
         database_url: DatabaseUrl = None,
     ) -> None:
-        job = _with_app(config, data_dir, database_url, lambda app: getattr(app.jobs, verb)(job_id, cli_actor()))
+        job = with_app(config, data_dir, database_url, lambda app: getattr(app.jobs, verb)(job_id, cli_actor()))
         console.print(f"job {job.pk} is {job.state}")
 
     command.__doc__ = doc
@@ -272,7 +259,7 @@ def jobs_alerts(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Alerts: instances a destination refused, jobs that failed."""
-    found = _with_app(config, data_dir, database_url, lambda app: app.jobs.alerts(200, open_only))
+    found = with_app(config, data_dir, database_url, lambda app: app.jobs.alerts(200, open_only))
     if as_json:
         print(json.dumps(found, indent=2))
         return
@@ -315,7 +302,7 @@ def remote_find(
     from openpacs.domain.tags import keyword_of
 
     wanted = _pairs(keys)
-    answers = _with_app(
+    answers = with_app(
         config, data_dir, database_url, lambda app: app.remote.find(node, level.upper(), wanted, cli_actor())
     )
     if as_json:
@@ -341,7 +328,7 @@ def remote_retrieve(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Have the node send them to us (C-MOVE) or fetch them (C-GET), as a job a running server follows."""
-    job = _with_app(
+    job = with_app(
         config,
         data_dir,
         database_url,

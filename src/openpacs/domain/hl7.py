@@ -154,6 +154,32 @@ def header(raw: bytes, *, default_charset: str = "") -> Summary:
     )
 
 
+def split_messages(data: bytes) -> list[bytes]:
+    """The messages of a file: each starts at an MSH segment; batch envelopes (FHS, BHS, BTS,
+    FTS; HL7 v2.5.1 2.10.3) are dropped."""
+    lines = [line for line in _SEGMENT_ENDS.split(data.removeprefix(b"\xef\xbb\xbf")) if line.strip()]
+    out: list[list[bytes]] = []
+    for line in lines:
+        name = line.lstrip()[:3]
+        if name in (b"FHS", b"BHS", b"BTS", b"FTS"):
+            continue
+        if name == b"MSH":
+            out.append([line.lstrip()])
+        elif out:
+            out[-1].append(line)
+    return [b"\r".join(m) + b"\r" for m in out]
+
+
+def text_of(raw: bytes, default_charset: str = "") -> str:
+    """The message as text: normalised, decoded by MSH-18 (or *default_charset*)."""
+    data = normalise(raw)
+    charset, codec = charset_of(data, default_charset)
+    try:
+        return data.decode(codec)
+    except UnicodeDecodeError as exc:
+        raise Hl7Error(f"the message is not valid {codec} (MSH-18 {charset!r})", error_code="102") from exc
+
+
 def parse(raw: bytes, *, default_charset: str = "") -> tuple[Any, Summary]:
     """The parsed message (``hl7.Message``) and its summary; raises Hl7Error."""
     summary = header(raw, default_charset=default_charset)
@@ -250,11 +276,56 @@ def ack(
         severity = "E"
         segments.append(
             separator.join(
-                ["ERR", "", clean(error_location), f"{error_code or '207'}{component}{clean(text)[:200]}", severity]
+                [
+                    "ERR",
+                    "",
+                    error_location.replace(separator, " ").replace("\r", " ").replace("\n", " "),
+                    f"{error_code or '207'}{component}{clean(text)[:200]}",
+                    severity,
+                ]
             )
         )
     codec = CHARSETS.get((summary.charset if summary else "").upper(), ("utf-8", ""))[0]
     return ("\r".join(segments) + "\r").encode(codec, "replace")
+
+
+@dataclass(frozen=True)
+class AckResult:
+    """How a receiver answered a message we sent."""
+
+    ok: bool
+    code: str  # MSA-1
+    text: str  # MSA-3 or ERR, or what was wrong with the ACK
+    raw: bytes = b""
+    waiting: bool = False  # a commit ACK (CA) came; the application ACK is still to come
+
+
+def check_ack(sent: Summary, raw: bytes) -> AckResult:
+    """Check an ACK against the message it answers (HL7 v2.5.1 2.9.2 and 2.9.3): MSA-2 must
+    echo our MSH-10; AA is success; CA is success only when no application ACK was asked
+    for (MSH-16 empty or NE), otherwise the application ACK is awaited."""
+    data = normalise(raw)
+    lines = data.split(b"\r")
+    msa = next((line for line in lines if line.startswith(b"MSA")), None)
+    if not data.startswith(b"MSH") or msa is None:
+        return AckResult(False, "", "the answer is not an HL7 ACK (no MSH or MSA segment)", raw)
+    separator = msa[3:4].decode("latin-1") or "|"
+    fields = msa.decode("latin-1", "replace").split(separator)
+    code = fields[1].strip().upper() if len(fields) > 1 else ""
+    control = fields[2].strip() if len(fields) > 2 else ""
+    text = fields[3].strip() if len(fields) > 3 else ""
+    err = next((line for line in lines if line.startswith(b"ERR")), None)
+    if err is not None and not text:
+        text = err.decode("latin-1", "replace")
+    if control != sent.control_id:
+        return AckResult(False, code, f"MSA-2 {control!r} does not echo MSH-10 {sent.control_id!r}", raw)
+    if code == "AA":
+        return AckResult(True, code, text, raw)
+    if code == "CA":
+        if sent.application_ack_type.upper() in ("", "NE"):
+            return AckResult(True, code, text, raw)
+        return AckResult(False, code, "commit ACK received; waiting for the application ACK", raw, waiting=True)
+    return AckResult(False, code, text or f"answered {code}", raw)
 
 
 @dataclass

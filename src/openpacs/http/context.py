@@ -15,6 +15,7 @@ from openpacs.services.jobs import JobService
 from openpacs.services.migration import MigrationService
 from openpacs.services.network import NetworkService
 from openpacs.services.nodes import NodeService
+from openpacs.services.orders import OrderService
 from openpacs.services.outbound import OutboundService, PartService
 from openpacs.services.query import QueryService
 from openpacs.services.reconcile import ReconcileService
@@ -61,6 +62,7 @@ class HttpServices:
     remote: RemoteService
     migration: MigrationService
     hl7: Hl7MessageService
+    orders: OrderService
 
 
 def services(request: Request) -> HttpServices:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from openpacs.rest import archive, hl7, jobs, migrations, nodes, qa, routes, session, system, users
+from openpacs.rest import archive, hl7, jobs, migrations, nodes, orders, qa, routes, session, system, users
 
 
 def router() -> APIRouter:
@@ -20,4 +20,5 @@ def router() -> APIRouter:
     api.include_router(jobs.router)
     api.include_router(migrations.router)
     api.include_router(hl7.router)
+    api.include_router(orders.router)
     return api

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
 
 from openpacs.domain.hl7 import MessageQuery
 from openpacs.domain.users import Permission
@@ -33,7 +34,7 @@ async def messages(
     until: Annotated[datetime | None, Query()] = None,
     text: Annotated[str, Query(max_length=200, description="Free text in the raw message.")] = "",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before: Annotated[int | None, Query(ge=1, description="Only messages older than this id.")] = None,
+    before: Annotated[int | None, Query(ge=1, le=2**62, description="Only messages older than this id.")] = None,
 ) -> dict[str, Any]:
     svc = services(request).hl7
     query = MessageQuery(type, trigger, patient_id, accession, status, control_id, sender, since, until, text, limit,
@@ -43,5 +44,28 @@ async def messages(
 
 
 @router.get("/messages/{message_id}", summary="A message: raw, and its segments and fields")
-async def show(message_id: int, request: Request, caller: Interface) -> dict[str, Any]:
+async def show(message_id: Annotated[int, Path(ge=1, le=2**62)], request: Request, caller: Interface) -> dict[str, Any]:
     return await run_in_threadpool(services(request).hl7.show, message_id)
+
+
+class MessageIds(BaseModel):
+    """Messages of the store, by id."""
+
+    ids: list[Annotated[int, Field(ge=1, le=2**62)]] = Field(min_length=1, max_length=10000, description="Message ids.")
+
+
+@router.get("/errors", summary="The error queue: failed messages, oldest first, with what they hold back")
+async def errors(request: Request, caller: Interface, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
+    return await run_in_threadpool(services(request).hl7.error_queue, limit)
+
+
+@router.post("/messages/reprocess", summary="Apply messages again (after fixing a mapping, say)")
+async def reprocess(body: MessageIds, request: Request, caller: Interface) -> dict[str, Any]:
+    done = await run_in_threadpool(services(request).hl7.reprocess, body.ids, caller.actor)
+    return {"requeued": done}
+
+
+@router.post("/messages/skip", summary="Set failed or waiting messages aside; what they held back goes on")
+async def skip(body: MessageIds, request: Request, caller: Interface) -> dict[str, Any]:
+    done = await run_in_threadpool(services(request).hl7.skip, body.ids, caller.actor)
+    return {"skipped": done}

@@ -1,5 +1,5 @@
-"""Applying stored HL7 messages (HL7 v2.5.1 chapter 3, patient administration): the consumer of
-the message store.
+"""Applying stored HL7 messages (HL7 v2.5.1 chapters 3, 4 and 7): the consumer of the message
+store.
 
 One consumer (held by the ``hl7`` lease when several nodes run) takes the messages in
 status ``received`` in arrival order and applies them through the same services as an
@@ -8,8 +8,12 @@ undo; ARCHITECTURE.md section 3):
 
 - ADT A01, A04, A05, A08, A28, A31: create the patient, or update its demographics;
 - ADT A40 and A34: merge the patient named in MRG-1 into the one in PID-3;
-- ADT A47: change the patient's identifier (MRG-1 -> PID-3).
+- ADT A47: change the patient's identifier (MRG-1 -> PID-3);
+- ADT A10: the patient arrived: its scheduled procedure steps of the day become ARRIVED;
+- ORM^O01, OMI^O23: orders, requested procedures, scheduled steps (the worklist);
+- ORU^R01: reports, linked to their order, procedure and studies.
 
+A message naming a Patient ID that was merged into another follows ``merged_id_policy``.
 Other messages are kept, marked ``skipped`` with the reason. A message that fails is
 marked ``failed`` (an alert is raised) and holds back the later messages of the same
 sender for the same patient until it is reprocessed or skipped; other patients' messages
@@ -20,15 +24,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from openpacs.domain.errors import Conflict, InvalidQuery, NotFound, OpenPacsError
-from openpacs.domain.hl7 import Hl7Error, StoredMessage, Summary, parse
+from openpacs.domain.hl7 import Hl7Error, StoredMessage, Summary, parse, text_of
 from openpacs.domain.hl7_adt import Hl7Identifier, demographics, patient_identifier
+from openpacs.domain.hl7_fields import segments
+from openpacs.domain.hl7_orders import OrderMessageError, orders_of, reports_of
+from openpacs.domain.hl7_senders import SenderDirectory, SenderPolicy, peer_address
 from openpacs.domain.records import Actor, ActorType, Issuer
 from openpacs.domain.records import PatientIdentifier as IndexIdentifier
 from openpacs.ports.index import AuditRecord, Index
+from openpacs.services.orders import OrderService
 from openpacs.services.reconcile import PatientRef, ReconcileService, element_from_text
 
 log = logging.getLogger(__name__)
@@ -37,6 +46,18 @@ PROCESSED, FAILED, SKIPPED = "processed", "failed", "skipped"
 UPDATES = frozenset({"A01", "A04", "A05", "A08", "A28", "A31"})
 MERGES = frozenset({"A40", "A34"})
 CHANGE_ID = frozenset({"A47"})
+ARRIVED = frozenset({"A10"})
+ORDER_MESSAGES = frozenset({("ORM", "O01"), ("OMI", "O23")})
+RESULT_MESSAGES = frozenset({("ORU", "R01")})
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What applying a message did: its new status, a note or the error, and the field at fault."""
+
+    status: str
+    note: str
+    location: str = ""  # ERR-2 (segment^sequence^field...), when a field is at fault
 
 
 class Hl7Processor:
@@ -46,18 +67,25 @@ class Hl7Processor:
         self,
         index: Index,
         reconcile: ReconcileService,
+        orders: OrderService,
         *,
         clock: Callable[[], datetime],
         default_issuer: str,
         authorities: dict[str, str],
         default_charset: str = "",
+        senders: SenderDirectory | None = None,
+        merged_id_policy: str = "follow",
     ) -> None:
         self._index = index
         self._reconcile = reconcile
+        self._orders = orders
         self._clock = clock
         self._default_issuer = default_issuer
         self._authorities = authorities
         self._default_charset = default_charset
+        self._senders = senders or SenderDirectory()
+        self._merged_id_policy = merged_id_policy
+        self.on_processed: Callable[[int, Outcome], None] | None = None  # wakes an after-process ACK
 
     def process_pending(self, limit: int = 200) -> int:
         """Apply up to *limit* waiting messages, in arrival order; how many were applied."""
@@ -70,33 +98,50 @@ class Hl7Processor:
             key = (summary.sender, summary.patient_id) if summary is not None else ("", "")
             if key[1] and key in held:
                 continue  # an earlier message for this patient failed: it waits for it
-            status, error = self.apply(message)
+            outcome = self.apply(message)
             now = self._clock()
             assert message.pk is not None
             with self._index.session(write=True) as session:
-                session.hl7.set_status(message.pk, status, error, now)
-                if status == FAILED:
+                session.hl7.set_status(message.pk, outcome.status, outcome.note, now)
+                if outcome.status == FAILED:
                     session.jobs.add_alert(
                         "hl7-failed",
                         f"HL7 message {message.pk} ({summary.message_type}^{summary.trigger} {summary.control_id}"
-                        f" from {summary.sender}) failed: {error}"
+                        f" from {summary.sender}) failed: {outcome.note}"
                         if summary is not None
-                        else f"HL7 message {message.pk} failed: {error}",
+                        else f"HL7 message {message.pk} failed: {outcome.note}",
                         {"message": message.pk, "patient_id": key[1]},
                         now,
                     )
-            if status == FAILED and key[1]:
+            if outcome.status == FAILED and key[1]:
                 held.add(key)
+            if self.on_processed is not None:
+                self.on_processed(message.pk, outcome)
             done += 1
         return done
 
-    def apply(self, stored: StoredMessage) -> tuple[str, str]:
-        """(status, error or note) of applying one message."""
+    def policy_of(self, summary: Summary, peer: str) -> SenderPolicy:
+        return self._senders.find(summary.sending_application, summary.sending_facility, peer_address(peer)) or (
+            SenderPolicy()
+        )
+
+    def apply(self, stored: StoredMessage) -> Outcome:
+        """What applying one message does (its status, note or error, field at fault)."""
         try:
-            message, summary = parse(stored.raw, default_charset=self._default_charset)
+            first = parse(stored.raw, default_charset=self._default_charset)[1]
+            policy = self.policy_of(first, stored.peer)
+            charset = policy.charset or self._default_charset
+            message, summary = parse(stored.raw, default_charset=charset)
         except Hl7Error as exc:
-            return FAILED, exc.reason
-        handler = None
+            return Outcome(FAILED, exc.reason)
+        context = _Context(
+            policy,
+            policy.default_issuer if policy.default_issuer is not None else self._default_issuer,
+            {**self._authorities, **policy.authorities},
+            charset,
+        )
+        kind = (summary.message_type, summary.trigger)
+        handler: Callable[[Any, Summary, StoredMessage, _Context], str] | None = None
         if summary.message_type == "ADT":
             if summary.trigger in UPDATES:
                 handler = self._update
@@ -104,15 +149,69 @@ class Hl7Processor:
                 handler = self._merge
             elif summary.trigger in CHANGE_ID:
                 handler = self._change_identifier
+            elif summary.trigger in ARRIVED:
+                handler = self._arrived
+        elif kind in ORDER_MESSAGES:
+            handler = self._order
+        elif kind in RESULT_MESSAGES:
+            handler = self._result
         if handler is None:
-            return SKIPPED, f"{summary.message_type}^{summary.trigger} is not applied by this version"
+            return Outcome(SKIPPED, f"{summary.message_type}^{summary.trigger} is not applied by this version")
         try:
-            return PROCESSED, handler(message, summary)
+            return Outcome(PROCESSED, handler(message, summary, stored, context))
+        except OrderMessageError as exc:
+            return Outcome(FAILED, exc.reason, exc.location)
+        except _FieldError as exc:
+            return Outcome(FAILED, exc.reason, exc.location)
         except OpenPacsError as exc:
-            return FAILED, exc.reason
+            return Outcome(FAILED, exc.reason)
         except Exception as exc:
             log.exception("HL7 message %s failed", stored.pk)
-            return FAILED, f"{type(exc).__name__}: {exc}"
+            return Outcome(FAILED, f"{type(exc).__name__}: {exc}")
+
+    # -- orders and results ---------------------------------------------------------------------
+
+    def _order(self, message: Any, summary: Summary, stored: StoredMessage, context: _Context) -> str:
+        found = segments(text_of(stored.raw, context.charset))
+        entries = orders_of(
+            found, default_issuer=context.issuer, authorities=context.authorities, overrides=context.policy.mapping
+        )
+        for entry in entries:
+            ref = self._follow(PatientRef(entry.patient.patient_id, entry.patient.issuer))
+            entry.patient.patient_id, entry.patient.issuer = ref.patient_id, ref.issuer or ""
+        actor, reason = self._actor(summary)
+        return self._orders.apply_orders(entries, actor, reason[4:][:64], stored.pk)
+
+    def _result(self, message: Any, summary: Summary, stored: StoredMessage, context: _Context) -> str:
+        found = segments(text_of(stored.raw, context.charset))
+        entries = reports_of(found, default_issuer=context.issuer, authorities=context.authorities)
+        actor, reason = self._actor(summary)
+        rows = self._orders.add_reports(entries, actor, reason[4:][:64], stored.pk)
+        return "; ".join(
+            f"report {r.pk} ({r.entry.status}" + (f", procedure {r.procedure_pk})" if r.procedure_pk else ", no order)")
+            for r in rows
+        )
+
+    def _arrived(self, message: Any, summary: Summary, stored: StoredMessage, context: _Context) -> str:
+        pid = self._segment(message, "PID")
+        identifier = self._identifier(pid, 3, summary, context)
+        ref = self._follow(PatientRef(identifier.value, identifier.issuer))
+        pv1 = message.segment("PV1") if _has(message, "PV1") else None
+        when = str(pv1[44]).strip() if pv1 is not None and len(pv1) > 44 else ""
+        date = when[:8] if len(when) >= 8 and when[:8].isdigit() else self._clock().astimezone().strftime("%Y%m%d")
+        actor, reason = self._actor(summary)
+        return self._orders.patient_arrived(ref.patient_id, ref.issuer or "", date, actor, reason[4:][:64])
+
+    def _follow(self, ref: PatientRef) -> PatientRef:
+        """The patient a message's ID names, after the merged-ID policy."""
+        surviving = self._reconcile.surviving(ref)
+        if surviving is None:
+            return ref
+        if self._merged_id_policy == "reject":
+            raise _FieldError(
+                f"Patient ID {ref} was merged into {surviving} (hl7.merged_id_policy = reject)", "PID^1^3"
+            )
+        return surviving
 
     # -- ADT ----------------------------------------------------------------------------------
 
@@ -120,25 +219,25 @@ class Hl7Processor:
         encoding = summary.encoding[1:] or "^~\\&"
         return encoding[0], encoding[1] if len(encoding) > 1 else "~"
 
-    def _identifier(self, segment: Any, field: int, summary: Summary) -> Hl7Identifier:
+    def _identifier(self, segment: Any, field: int, summary: Summary, context: _Context) -> Hl7Identifier:
         component, repetition = self._separators(summary)
         try:
             text = str(segment[field])
         except IndexError:
             text = ""
         found = patient_identifier(
-            text.split(repetition), default_issuer=self._default_issuer, authorities=self._authorities,
+            text.split(repetition), default_issuer=context.issuer, authorities=context.authorities,
             component=component,
         )  # fmt: skip
         if found is None:
-            raise InvalidQuery(f"{segment[0]}-{field} carries no identifier")
+            raise _FieldError(f"{segment[0]}-{field} carries no identifier", f"{segment[0]}^1^{field}")
         return found
 
     def _segment(self, message: Any, name: str) -> Any:
         try:
             return message.segment(name)
         except KeyError:
-            raise InvalidQuery(f"the message has no {name} segment") from None
+            raise _FieldError(f"the message has no {name} segment", name) from None
 
     def _actor(self, summary: Summary) -> tuple[Actor, str]:
         return (
@@ -146,12 +245,12 @@ class Hl7Processor:
             f"HL7 {summary.message_type}^{summary.trigger} {summary.control_id}",
         )
 
-    def _update(self, message: Any, summary: Summary) -> str:
+    def _update(self, message: Any, summary: Summary, stored: StoredMessage, context: _Context) -> str:
         pid = self._segment(message, "PID")
-        identifier = self._identifier(pid, 3, summary)
+        identifier = self._identifier(pid, 3, summary, context)
         values = demographics(pid, self._separators(summary)[0])
         actor, reason = self._actor(summary)
-        ref = PatientRef(identifier.value, identifier.issuer)
+        ref = self._follow(PatientRef(identifier.value, identifier.issuer))
         try:
             operation = self._reconcile.update_patient(ref, values, actor, reason, provenance="hl7")
         except NotFound:
@@ -184,34 +283,61 @@ class Hl7Processor:
             )  # fmt: skip
         return f"patient {identifier.value} registered"
 
-    def _merge(self, message: Any, summary: Summary) -> str:
+    def _merge(self, message: Any, summary: Summary, stored: StoredMessage, context: _Context) -> str:
         pid = self._segment(message, "PID")
         mrg = self._segment(message, "MRG")
-        target = self._identifier(pid, 3, summary)
-        source = self._identifier(mrg, 1, summary)
+        target = self._identifier(pid, 3, summary, context)
+        source = self._identifier(mrg, 1, summary, context)
         actor, reason = self._actor(summary)
-        operation = self._reconcile.merge_patients(
-            PatientRef(source.value, source.issuer), PatientRef(target.value, target.issuer), actor, reason,
-            provenance="hl7",
-        )  # fmt: skip
+        target_ref = self._follow(PatientRef(target.value, target.issuer))
+        source_ref = PatientRef(source.value, source.issuer)
+        surviving = self._reconcile.surviving(source_ref)
+        if surviving is not None and surviving == target_ref:
+            return f"patient {source_ref} is already merged into {target_ref}"
+        operation = self._reconcile.merge_patients(source_ref, target_ref, actor, reason, provenance="hl7")
         return f"operation {operation.id}"
 
-    def _change_identifier(self, message: Any, summary: Summary) -> str:
+    def _change_identifier(self, message: Any, summary: Summary, stored: StoredMessage, context: _Context) -> str:
         pid = self._segment(message, "PID")
         mrg = self._segment(message, "MRG")
-        new = self._identifier(pid, 3, summary)
-        old = self._identifier(mrg, 1, summary)
+        new = self._identifier(pid, 3, summary, context)
+        old = self._identifier(mrg, 1, summary, context)
         actor, reason = self._actor(summary)
         values = {"PatientID": new.value}
         if new.issuer != old.issuer:
             values["IssuerOfPatientID"] = new.issuer
         try:
             operation = self._reconcile.update_patient(
-                PatientRef(old.value, old.issuer), values, actor, reason, provenance="hl7"
+                self._follow(PatientRef(old.value, old.issuer)), values, actor, reason, provenance="hl7"
             )
         except Conflict as exc:
             raise Conflict(f"{exc.reason} (ADT^A47 cannot give a patient another's identifier)") from exc
         return f"operation {operation.id}"
+
+
+@dataclass(frozen=True)
+class _Context:
+    """How the message's sender is read: its policy, identity domain and character set."""
+
+    policy: SenderPolicy
+    issuer: str
+    authorities: dict[str, str]
+    charset: str
+
+
+class _FieldError(Exception):
+    def __init__(self, reason: str, location: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.location = location
+
+
+def _has(message: Any, name: str) -> bool:
+    try:
+        message.segment(name)
+    except KeyError:
+        return False
+    return True
 
 
 def _tag(keyword: str) -> int:

@@ -398,6 +398,28 @@ class ReconcileService(RejectionOps, ReallocationOps):
             raise InvalidQuery("the values given are those the index already holds: nothing to change")
         return edits
 
+    def surviving(self, ref: PatientRef) -> PatientRef | None:
+        """For a Patient ID that names only merged patients, the patient they were merged into
+        (following the chain of merges); None when *ref* names a live patient or none."""
+        with self._index.session() as session:
+            try:
+                self._patient(session, ref)
+                return None
+            except NotFound:
+                pass
+            try:
+                row = self._patient(session, ref, merged=True)
+            except (NotFound, Conflict):
+                return None
+            seen = {row.pk}
+            while row.merged_into_pk is not None and row.merged_into_pk not in seen:
+                seen.add(row.merged_into_pk)
+                row = session.patient(row.merged_into_pk)
+            identifier = _identifier_of(row.attrs)
+            if identifier is None:
+                return None
+            return PatientRef(identifier.value, identifier.issuer.namespace)
+
     def _patient(self, session: IndexSession, ref: PatientRef, *, merged: bool = False) -> PatientRow:
         """The one patient *ref* names (raises NotFound, or Conflict when it is ambiguous)."""
         found = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -154,8 +155,50 @@ class Hl7MessageTable:
     def set_status(self, pk: int, status: str, error: str, now: datetime) -> None:
         m = t.hl7_message
         self.connection.execute(
-            sa.update(m).where(m.c.pk == pk).values(status=status, error=error[:4000], processed_at=now)
+            sa.update(m)
+            .where(m.c.pk == pk)
+            .values(status=status, error=error[:4000], processed_at=None if status == "received" else now)
         )
+
+    def waiting_counts(self) -> dict[tuple[str, str], int]:
+        """(sender, patient ID) -> number of inbound messages waiting to be applied."""
+        m = t.hl7_message
+        rows = self.connection.execute(
+            sa.select(m.c.sending_application, m.c.sending_facility, m.c.patient_id, sa.func.count())
+            .where(m.c.status == "received", m.c.direction == "in")
+            .group_by(m.c.sending_application, m.c.sending_facility, m.c.patient_id)
+        )
+        return {(f"{r[0]}|{r[1]}", r[2]): int(r[3]) for r in rows}
+
+    def set_ack(self, pk: int, code: str) -> None:
+        m = t.hl7_message
+        self.connection.execute(sa.update(m).where(m.c.pk == pk).values(ack_code=code[:2]))
+
+    def set_summary(self, pk: int, s: Summary) -> None:
+        m = t.hl7_message
+        self.connection.execute(
+            sa.update(m)
+            .where(m.c.pk == pk)
+            .values(
+                sending_application=s.sending_application[:200],
+                sending_facility=s.sending_facility[:200],
+                receiving_application=s.receiving_application[:200],
+                receiving_facility=s.receiving_facility[:200],
+                message_type=s.message_type[:16],
+                trigger=s.trigger[:16],
+                control_id=s.control_id[:200],
+                version=s.version[:16],
+                processing_id=s.processing_id[:4],
+                charset=s.charset[:32],
+                patient_id=s.patient_id[:200],
+                accession=s.accession[:200],
+            )
+        )
+
+    def delete_before(self, before: datetime, statuses: Sequence[str]) -> int:
+        m = t.hl7_message
+        result = self.connection.execute(sa.delete(m).where(m.c.received_at < before, m.c.status.in_(list(statuses))))
+        return int(result.rowcount or 0)
 
     def message_counts(self) -> dict[str, int]:
         m = t.hl7_message

@@ -19,6 +19,7 @@ from openpacs.adapters.index.fast import FastStatements, json_value
 from openpacs.adapters.index.hl7 import Hl7MessageTable
 from openpacs.adapters.index.jobs import JobTable, RuleTable
 from openpacs.adapters.index.migration import MigrationTable
+from openpacs.adapters.index.orders import OrderTable
 from openpacs.adapters.index.reallocation import Reallocation
 from openpacs.adapters.index.removal import Removed
 from openpacs.adapters.index.search import find_rows, load_stored_instances
@@ -71,6 +72,7 @@ class SqlIndexSession:
         self.commitments = CommitmentTable(connection)
         self.derived = DerivedTable(connection)
         self.hl7 = Hl7MessageTable(connection)
+        self.orders = OrderTable(connection)
 
     def _run(self, statement: Any, values: dict[str, Any]) -> Any:
         return self._fast.execute(self.connection, statement, values)

@@ -501,3 +501,110 @@ hl7_message = sa.Table(
     sa.Index(None, "accession"),
     sa.Index(None, "control_id"),
 )
+
+# -- orders and results (issue 6; PS3.3 C.4.10 to C.4.12) ------------------------------------
+
+imaging_order = sa.Table(
+    "imaging_order",
+    metadata,
+    sa.Column("pk", BigKey, primary_key=True, autoincrement=True),
+    sa.Column("placer_order_number", sa.String(64), nullable=False, server_default=""),
+    sa.Column("filler_order_number", sa.String(64), nullable=False, server_default=""),
+    sa.Column("accession_number", sa.String(64), nullable=False, server_default=""),
+    sa.Column("patient_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("issuer_of_patient_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("patient_name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("sender", sa.String(200), nullable=False, server_default=""),  # MSH-3|MSH-4, or "rest"
+    sa.Column("status", sa.String(8), nullable=False, server_default=""),  # ORC-5 as last received
+    sa.Column("priority", sa.String(16), nullable=False, server_default=""),
+    sa.Column("department", sa.String(200), nullable=False, server_default=""),
+    sa.Column("requesting_physician", sa.String(200), nullable=False, server_default=""),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Column("message_pk", BigKey, nullable=True),  # the last message that changed it
+    sa.Index(None, "placer_order_number"),
+    sa.Index(None, "filler_order_number"),
+    sa.Index(None, "accession_number"),
+    sa.Index(None, "patient_id"),
+)
+
+requested_procedure = sa.Table(
+    "requested_procedure",
+    metadata,
+    sa.Column("pk", BigKey, primary_key=True, autoincrement=True),
+    sa.Column("order_pk", BigKey, sa.ForeignKey("imaging_order.pk", ondelete="CASCADE"), nullable=False),
+    sa.Column("requested_procedure_id", sa.String(64), nullable=False),
+    sa.Column("accession_number", sa.String(64), nullable=False, server_default=""),
+    sa.Column("study_instance_uid", sa.String(64), nullable=False),
+    sa.Column("description", sa.String(200), nullable=False, server_default=""),
+    sa.Column("code", Json, nullable=True),  # {"value", "meaning", "scheme"}
+    sa.Column("priority", sa.String(16), nullable=False, server_default=""),
+    # scheduled, arrived, in-progress, completed, preliminary, final, amended, cancelled
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("status_at", Timestamp, nullable=False),
+    sa.Index(None, "order_pk"),
+    sa.Index(None, "accession_number"),
+    sa.Index(None, "study_instance_uid"),
+    sa.Index(None, "status", "status_at"),
+)
+
+scheduled_step = sa.Table(
+    "scheduled_step",
+    metadata,
+    sa.Column("pk", BigKey, primary_key=True, autoincrement=True),
+    sa.Column("procedure_pk", BigKey, sa.ForeignKey("requested_procedure.pk", ondelete="CASCADE"), nullable=False),
+    sa.Column("scheduled_step_id", sa.String(64), nullable=False),
+    # SCHEDULED, ARRIVED, STARTED, COMPLETED, DISCONTINUED (Scheduled Procedure Step Status)
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("modality", sa.String(16), nullable=False, server_default=""),
+    sa.Column("station_ae_title", sa.String(200), nullable=False, server_default=""),  # backslash-separated
+    sa.Column("start_date", sa.String(8), nullable=False, server_default=""),
+    sa.Column("start_time", sa.String(14), nullable=False, server_default=""),
+    sa.Column("patient_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("attrs", Json, nullable=False),  # the worklist item as DICOM JSON
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Index(None, "procedure_pk"),
+    sa.Index(None, "start_date", "modality"),
+    sa.Index(None, "status"),
+    sa.Index(None, "patient_id"),
+)
+
+procedure_status = sa.Table(
+    "procedure_status",
+    metadata,
+    sa.Column("pk", BigKey, primary_key=True, autoincrement=True),
+    sa.Column("procedure_pk", BigKey, sa.ForeignKey("requested_procedure.pk", ondelete="CASCADE"), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("at", Timestamp, nullable=False),
+    sa.Column("source", sa.String(64), nullable=False),  # hl7 ORM^O01 1234, mpps, ...
+    sa.Index(None, "procedure_pk", "pk"),
+)
+
+report = sa.Table(
+    "report",
+    metadata,
+    sa.Column("pk", BigKey, primary_key=True, autoincrement=True),
+    sa.Column("order_pk", BigKey, sa.ForeignKey("imaging_order.pk", ondelete="SET NULL"), nullable=True),
+    sa.Column("procedure_pk", BigKey, sa.ForeignKey("requested_procedure.pk", ondelete="SET NULL"), nullable=True),
+    sa.Column("placer_order_number", sa.String(64), nullable=False, server_default=""),
+    sa.Column("filler_order_number", sa.String(64), nullable=False, server_default=""),
+    sa.Column("accession_number", sa.String(64), nullable=False, server_default=""),
+    sa.Column("requested_procedure_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("patient_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("issuer_of_patient_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("result_status", sa.String(4), nullable=False, server_default=""),  # OBR-25
+    sa.Column("status", sa.String(16), nullable=False),  # preliminary, final, amended
+    sa.Column("observed_at", sa.String(26), nullable=False, server_default=""),
+    sa.Column("study_instance_uids", Json, nullable=False),
+    sa.Column("verifier", sa.String(200), nullable=False, server_default=""),
+    sa.Column("text", sa.Text, nullable=False, server_default=""),
+    sa.Column("content_type", sa.String(100), nullable=False),
+    sa.Column("content", sa.LargeBinary, nullable=False),
+    sa.Column("sender", sa.String(200), nullable=False, server_default=""),
+    sa.Column("message_pk", BigKey, nullable=True),
+    sa.Column("received_at", Timestamp, nullable=False),
+    sa.Column("sop_instance_uid", sa.String(64), nullable=False, server_default=""),  # DICOM copy
+    sa.Index(None, "accession_number"),
+    sa.Index(None, "procedure_pk"),
+    sa.Index(None, "patient_id"),
+)

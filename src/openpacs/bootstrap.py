@@ -29,6 +29,7 @@ from openpacs.domain.hl7_senders import SenderDirectory, SenderPolicy, is_loopba
 from openpacs.domain.jobs import JobKind
 from openpacs.domain.records import Actor, ActorType, Issuer, Node
 from openpacs.domain.rules import Action, ActionKind, Condition, Rule, RuleEvent
+from openpacs.hl7.client import MllpPeer
 from openpacs.ports.blobstore import BlobStore
 from openpacs.services.archive import ArchiveService
 from openpacs.services.commit import GroupCommitter
@@ -37,6 +38,7 @@ from openpacs.services.deletion import DeletionService
 from openpacs.services.derive import DerivationService
 from openpacs.services.forwarding import ForwardExecutor
 from openpacs.services.hl7_messages import Hl7MessageService
+from openpacs.services.hl7_outbound import Hl7Destination, Hl7OutboundService
 from openpacs.services.hl7_processing import Hl7Processor
 from openpacs.services.importer import ImportService
 from openpacs.services.ingest import IngestPolicy, IngestService
@@ -100,6 +102,7 @@ class Application:
     hl7: Hl7MessageService
     hl7_processor: Hl7Processor
     orders: OrderService
+    hl7_outbound: Hl7OutboundService
     _closed: bool = field(default=False)
 
     def close(self) -> None:
@@ -220,6 +223,28 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
     executors[JobKind.MIGRATE] = migration.execute
     senders = sender_directory(settings)
     orders = OrderService(index, clock=utcnow)
+    hl7_outbound = Hl7OutboundService(
+        index,
+        MllpPeer(),
+        utcnow,
+        tuple(
+            Hl7Destination(
+                name=d.name,
+                host=d.host,
+                port=d.port,
+                events=tuple(d.events),
+                structure=d.structure,
+                sending_application=d.sending_application,
+                sending_facility=d.sending_facility,
+                receiving_application=d.receiving_application,
+                receiving_facility=d.receiving_facility,
+                timeout=d.timeout_seconds,
+            )
+            for d in settings.hl7.destinations
+        ),
+        runner.wake,
+    )
+    executors[JobKind.HL7_SEND] = hl7_outbound.execute
     return Application(
         settings=settings,
         index=index,
@@ -285,6 +310,7 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
             merged_id_policy=settings.hl7.merged_id_policy,
         ),
         orders=orders,
+        hl7_outbound=hl7_outbound,
     )
 
 
@@ -398,7 +424,8 @@ def change_feed_duty(app: Application) -> LeasedDuty:
 
     def dispatch() -> bool:
         app.routing.mark_stable()
-        return bool(app.routing.consume())
+        routed = app.routing.consume()
+        return bool(app.hl7_outbound.consume() + routed)
 
     return LeasedDuty(app, "change-feed", dispatch)
 

@@ -197,8 +197,36 @@ class Hl7SenderSettings(BaseModel):
     )
 
 
+Hl7Event = Literal["study-received", "study-complete", "patient-changes"]
+
+
+class Hl7DestinationSettings(BaseModel):
+    """A system notified over HL7 (an ``[[hl7.destinations]]`` entry)."""
+
+    name: str = Field(description="Unique name (its job queue is hl7:NAME).")
+    host: str = Field(description="Host name or address of its MLLP listener.")
+    port: int = Field(ge=1, le=65535, description="Its MLLP port.")
+    events: list[Hl7Event] = Field(
+        default_factory=lambda: ["study-received", "study-complete"],  # type: ignore[arg-type]
+        description="What it is told: study-received (first instance), study-complete (stable), patient-changes"
+        " (an administrator's patient update, merge or change of ID: ADT A08, A40, A47).",
+    )
+    structure: Literal["ORM", "OMI"] = Field(
+        "ORM", description="Status updates as ORM^O01 (v2.3.1) or OMI^O23 (v2.5.1)."
+    )
+    sending_application: str = Field("OPENPACS", description="MSH-3 of what we send.")
+    sending_facility: str = Field("", description="MSH-4 of what we send.")
+    receiving_application: str = Field("", description="MSH-5 of what we send.")
+    receiving_facility: str = Field("", description="MSH-6 of what we send.")
+    timeout_seconds: float = Field(30.0, gt=0, le=600, description="How long to wait for each ACK.")
+
+
 class Hl7Settings(BaseModel):
     """The HL7 interface (issue 6)."""
+
+    destinations: list[Hl7DestinationSettings] = Field(
+        default_factory=list, description="Systems notified over HL7 ([[hl7.destinations]])."
+    )
 
     senders: list[Hl7SenderSettings] = Field(
         default_factory=list, description="Known sending systems, first match wins ([[hl7.senders]])."

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from openpacs.domain.hl7 import Hl7Error, ack, header, normalise, parse
+from openpacs.domain.hl7 import Hl7Error, ack, find, header, normalise, parse
+from openpacs.domain.hl7_fields import FieldSpec
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "hl7"
 NOW = datetime(2026, 11, 28, 12, 0, 0)
@@ -35,11 +36,12 @@ def test_line_ends_bom_and_blanks_are_tolerated() -> None:
 def test_character_sets_follow_msh_18_or_the_bytes() -> None:
     latin = b"MSH|^~\\&|A|B|C|D|2026||ADT^A08|1|P|2.5||||||8859/1\rPID|||X||M\xfcller\r"
     message, summary = parse(latin)
-    assert summary.charset == "8859/1" and str(message["PID.F5"]) == "Müller"
+    pid = find(message, "PID")
+    assert summary.charset == "8859/1" and pid is not None and pid.get(5) == "Müller"
     undeclared_utf8 = b"MSH|^~\\&|A|B|C|D|2026||ADT^A08|1|P|2.5\rPID|||X||M\xc3\xbcller\r"
-    assert str(parse(undeclared_utf8)[0]["PID.F5"]) == "Müller"
+    assert FieldSpec.parse("PID-5").read(parse(undeclared_utf8)[0]) == "Müller"
     undeclared_latin = b"MSH|^~\\&|A|B|C|D|2026||ADT^A08|1|P|2.5\rPID|||X||M\xfcller\r"
-    assert str(parse(undeclared_latin)[0]["PID.F5"]) == "Müller"
+    assert FieldSpec.parse("PID-5").read(parse(undeclared_latin)[0]) == "Müller"
     with pytest.raises(Hl7Error, match="not valid utf-8"):
         parse(b"MSH|^~\\&|A|B|C|D|2026||ADT^A08|1|P|2.5||||||UNICODE UTF-8\rPID|||X||M\xfcller\r")
 

@@ -24,7 +24,10 @@ def messages(
     trigger: Annotated[str, typer.Option("--trigger", help="Trigger event (MSH-9.2), e.g. A08.")] = "",
     patient_id: Annotated[str, typer.Option("--patient-id", help="PID-3 (first repetition).")] = "",
     accession: Annotated[str, typer.Option("--accession", help="OBR-18 or IPC-1.")] = "",
-    status: Annotated[str, typer.Option("--status", help="received, processed, failed, skipped, rejected.")] = "",
+    status: Annotated[
+        str, typer.Option("--status", help="received, processed, failed, skipped, rejected; queued, sent (outbound).")
+    ] = "",
+    direction: Annotated[str, typer.Option("--direction", help="in (received) or out (sent by us).")] = "",
     sender: Annotated[str, typer.Option("--sender", help="Sending application or facility.")] = "",
     text: Annotated[str, typer.Option("--text", help="Free text in the raw message.")] = "",
     limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 50,
@@ -34,7 +37,9 @@ def messages(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Search the message store, newest first."""
-    query = MessageQuery(message_type, trigger, patient_id, accession, status, "", sender, None, None, text, limit)
+    query = MessageQuery(
+        message_type, trigger, patient_id, accession, status, "", sender, None, None, text, limit, None, direction
+    )
     found, counts = with_app(config, data_dir, database_url, lambda app: (app.hl7.messages(query), app.hl7.counts()))
     if as_json:
         print(json.dumps({"counts": counts, "messages": [m.to_json() for m in found]}, indent=2))

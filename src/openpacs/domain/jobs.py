@@ -33,6 +33,7 @@ class JobKind(StrEnum):
     RETRIEVE = "retrieve"  # studies, series or instances from another PACS (C-MOVE to us)
     PREFETCH = "prefetch"  # a patient's prior studies from another PACS, chosen by C-FIND
     MIGRATE = "migrate"  # an old archive (a node, or a folder tree), study by study, then verified
+    HL7_SEND = "hl7-send"  # the queued HL7 messages of one destination, in order
 
 
 @dataclass

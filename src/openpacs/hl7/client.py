@@ -65,3 +65,12 @@ class MllpClient:
         while result.waiting:
             result = check_ack(sent, self._read_frame(deadline))
         return result
+
+
+class MllpPeer:
+    """The Hl7Peer port over MLLP connections."""
+
+    def connect(self, host: str, port: int, *, timeout: float) -> MllpClient:
+        client = MllpClient(host, port, timeout=timeout)
+        client.connect()
+        return client

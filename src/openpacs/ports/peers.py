@@ -6,6 +6,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from openpacs.domain.hl7 import AckResult
+
 
 @dataclass(frozen=True)
 class PeerAddress:
@@ -105,3 +107,20 @@ class DicomPeer(Protocol):
     ) -> SendResult:
         """C-STORE every instance over one association (PS3.4 B.2)."""
         ...
+
+
+class Hl7Connection(Protocol):
+    """One open MLLP connection to an HL7 receiver."""
+
+    def send(self, message: bytes) -> AckResult:
+        """Send one message and read its ACK (HL7 v2.5.1 Appendix C); raises OSError when the
+        connection fails or the ACK does not come in time."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Hl7Peer(Protocol):
+    """Sending HL7 v2 messages over MLLP."""
+
+    def connect(self, host: str, port: int, *, timeout: float) -> Hl7Connection: ...

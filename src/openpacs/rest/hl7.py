@@ -27,7 +27,10 @@ async def messages(
     trigger: Annotated[str, Query(max_length=16, description="Trigger event (MSH-9.2), e.g. A08.")] = "",
     patient_id: Text = "",
     accession: Text = "",
-    status: Annotated[Literal["", "received", "processed", "failed", "skipped", "rejected"], Query()] = "",
+    status: Annotated[
+        Literal["", "received", "processed", "failed", "skipped", "rejected", "queued", "sent"], Query()
+    ] = "",
+    direction: Annotated[Literal["", "in", "out"], Query(description="in: received; out: sent by us.")] = "",
     control_id: Text = "",
     sender: Annotated[str, Query(max_length=200, description="Sending application or facility.")] = "",
     since: Annotated[datetime | None, Query()] = None,
@@ -38,7 +41,7 @@ async def messages(
 ) -> dict[str, Any]:
     svc = services(request).hl7
     query = MessageQuery(type, trigger, patient_id, accession, status, control_id, sender, since, until, text, limit,
-                         before)  # fmt: skip
+                         before, direction)  # fmt: skip
     found = await run_in_threadpool(svc.messages, query)
     return {"counts": await run_in_threadpool(svc.counts), "messages": [m.to_json() for m in found]}
 

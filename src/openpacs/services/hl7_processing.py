@@ -29,9 +29,9 @@ from datetime import datetime
 from typing import Any
 
 from openpacs.domain.errors import Conflict, InvalidQuery, NotFound, OpenPacsError
-from openpacs.domain.hl7 import Hl7Error, StoredMessage, Summary, parse, text_of
+from openpacs.domain.hl7 import Hl7Error, StoredMessage, Summary, find, header, parse
 from openpacs.domain.hl7_adt import Hl7Identifier, demographics, patient_identifier
-from openpacs.domain.hl7_fields import segments
+from openpacs.domain.hl7_fields import Segment
 from openpacs.domain.hl7_orders import OrderMessageError, orders_of, reports_of
 from openpacs.domain.hl7_senders import SenderDirectory, SenderPolicy, peer_address
 from openpacs.domain.records import Actor, ActorType, Issuer
@@ -128,7 +128,7 @@ class Hl7Processor:
     def apply(self, stored: StoredMessage) -> Outcome:
         """What applying one message does (its status, note or error, field at fault)."""
         try:
-            first = parse(stored.raw, default_charset=self._default_charset)[1]
+            first = header(stored.raw, default_charset=self._default_charset)
             policy = self.policy_of(first, stored.peer)
             charset = policy.charset or self._default_charset
             message, summary = parse(stored.raw, default_charset=charset)
@@ -141,7 +141,7 @@ class Hl7Processor:
             charset,
         )
         kind = (summary.message_type, summary.trigger)
-        handler: Callable[[Any, Summary, StoredMessage, _Context], str] | None = None
+        handler: Callable[[list[Segment], Summary, StoredMessage, _Context], str] | None = None
         if summary.message_type == "ADT":
             if summary.trigger in UPDATES:
                 handler = self._update
@@ -171,8 +171,8 @@ class Hl7Processor:
 
     # -- orders and results ---------------------------------------------------------------------
 
-    def _order(self, message: Any, summary: Summary, stored: StoredMessage, context: _Context) -> str:
-        found = segments(text_of(stored.raw, context.charset))
+    def _order(self, message: list[Segment], summary: Summary, stored: StoredMessage, context: _Context) -> str:
+        found = message
         entries = orders_of(
             found, default_issuer=context.issuer, authorities=context.authorities, overrides=context.policy.mapping
         )
@@ -182,8 +182,8 @@ class Hl7Processor:
         actor, reason = self._actor(summary)
         return self._orders.apply_orders(entries, actor, reason[4:][:64], stored.pk)
 
-    def _result(self, message: Any, summary: Summary, stored: StoredMessage, context: _Context) -> str:
-        found = segments(text_of(stored.raw, context.charset))
+    def _result(self, message: list[Segment], summary: Summary, stored: StoredMessage, context: _Context) -> str:
+        found = message
         entries = reports_of(found, default_issuer=context.issuer, authorities=context.authorities)
         actor, reason = self._actor(summary)
         rows = self._orders.add_reports(entries, actor, reason[4:][:64], stored.pk)
@@ -192,12 +192,12 @@ class Hl7Processor:
             for r in rows
         )
 
-    def _arrived(self, message: Any, summary: Summary, stored: StoredMessage, context: _Context) -> str:
+    def _arrived(self, message: list[Segment], summary: Summary, stored: StoredMessage, context: _Context) -> str:
         pid = self._segment(message, "PID")
         identifier = self._identifier(pid, 3, summary, context)
         ref = self._follow(PatientRef(identifier.value, identifier.issuer))
-        pv1 = message.segment("PV1") if _has(message, "PV1") else None
-        when = str(pv1[44]).strip() if pv1 is not None and len(pv1) > 44 else ""
+        pv1 = find(message, "PV1")
+        when = pv1.get(44, 1) if pv1 is not None else ""
         date = when[:8] if len(when) >= 8 and when[:8].isdigit() else self._clock().astimezone().strftime("%Y%m%d")
         actor, reason = self._actor(summary)
         return self._orders.patient_arrived(ref.patient_id, ref.issuer or "", date, actor, reason[4:][:64])
@@ -233,11 +233,11 @@ class Hl7Processor:
             raise _FieldError(f"{segment[0]}-{field} carries no identifier", f"{segment[0]}^1^{field}")
         return found
 
-    def _segment(self, message: Any, name: str) -> Any:
-        try:
-            return message.segment(name)
-        except KeyError:
-            raise _FieldError(f"the message has no {name} segment", name) from None
+    def _segment(self, message: list[Segment], name: str) -> Segment:
+        found = find(message, name)
+        if found is None:
+            raise _FieldError(f"the message has no {name} segment", name)
+        return found
 
     def _actor(self, summary: Summary) -> tuple[Actor, str]:
         return (
@@ -245,7 +245,7 @@ class Hl7Processor:
             f"HL7 {summary.message_type}^{summary.trigger} {summary.control_id}",
         )
 
-    def _update(self, message: Any, summary: Summary, stored: StoredMessage, context: _Context) -> str:
+    def _update(self, message: list[Segment], summary: Summary, stored: StoredMessage, context: _Context) -> str:
         pid = self._segment(message, "PID")
         identifier = self._identifier(pid, 3, summary, context)
         values = demographics(pid, self._separators(summary)[0])
@@ -283,7 +283,7 @@ class Hl7Processor:
             )  # fmt: skip
         return f"patient {identifier.value} registered"
 
-    def _merge(self, message: Any, summary: Summary, stored: StoredMessage, context: _Context) -> str:
+    def _merge(self, message: list[Segment], summary: Summary, stored: StoredMessage, context: _Context) -> str:
         pid = self._segment(message, "PID")
         mrg = self._segment(message, "MRG")
         target = self._identifier(pid, 3, summary, context)
@@ -297,7 +297,9 @@ class Hl7Processor:
         operation = self._reconcile.merge_patients(source_ref, target_ref, actor, reason, provenance="hl7")
         return f"operation {operation.id}"
 
-    def _change_identifier(self, message: Any, summary: Summary, stored: StoredMessage, context: _Context) -> str:
+    def _change_identifier(
+        self, message: list[Segment], summary: Summary, stored: StoredMessage, context: _Context
+    ) -> str:
         pid = self._segment(message, "PID")
         mrg = self._segment(message, "MRG")
         new = self._identifier(pid, 3, summary, context)
@@ -330,14 +332,6 @@ class _FieldError(Exception):
         super().__init__(reason)
         self.reason = reason
         self.location = location
-
-
-def _has(message: Any, name: str) -> bool:
-    try:
-        message.segment(name)
-    except KeyError:
-        return False
-    return True
 
 
 def _tag(keyword: str) -> int:

@@ -108,6 +108,7 @@ class Hl7MessageTable:
             (m.c.accession, query.accession),
             (m.c.status, query.status),
             (m.c.control_id, query.control_id),
+            (m.c.direction, query.direction),
         ):
             if value:
                 select = select.where(column == value)
@@ -159,6 +160,17 @@ class Hl7MessageTable:
             .where(m.c.pk == pk)
             .values(status=status, error=error[:4000], processed_at=None if status == "received" else now)
         )
+
+    def outbox(self, destination: str, limit: int) -> list[StoredMessage]:
+        """Outbound messages queued for *destination*, oldest first."""
+        m = t.hl7_message
+        rows = self.connection.execute(
+            sa.select(m)
+            .where(m.c.direction == "out", m.c.status == "queued", m.c.peer == destination)
+            .order_by(m.c.pk)
+            .limit(limit)
+        )
+        return [_message(r) for r in rows]
 
     def waiting_counts(self) -> dict[tuple[str, str], int]:
         """(sender, patient ID) -> number of inbound messages waiting to be applied."""

@@ -119,6 +119,15 @@ class JobTable:
             ).scalar_one()
         )
 
+    def waiting(self, dedupe_key: str) -> bool:
+        """Whether a job of this key has not started yet (pending, or paused)."""
+        j = t.job
+        states = [str(JobState.PENDING), str(JobState.PAUSED)]
+        found = self.connection.execute(
+            sa.select(j.c.pk).where(j.c.dedupe_key == dedupe_key, j.c.state.in_(states)).limit(1)
+        ).first()
+        return found is not None
+
     def queued(self, dedupe_key: str) -> bool:
         """Whether a job of this key waits, runs, is paused or is done (not failed nor cancelled)."""
         j = t.job

@@ -1,8 +1,8 @@
 """HL7 ingest: ADT^A08 messages over MLLP into a fresh OpenPACS (SQLite), each stored durably
 before its ACK, on 1, 4 and 16 concurrent connections.
 
-    .venv/bin/python bench/hl7_bench.py            # 5,000 messages per run
-    .venv/bin/python bench/hl7_bench.py --quick    # 1,000
+    .venv/bin/python bench/hl7_bench.py            # 5,000 messages per run, 3 runs each (median)
+    .venv/bin/python bench/hl7_bench.py --quick    # 1,000, one run
 
 Each connection sends its share of the messages one after the other, waiting for each
 ACK (as MLLP senders do); the figures are messages per second over the run and the ACK
@@ -102,22 +102,33 @@ def run(connections: int, count: int, first: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="1,000 messages per run")
+    parser.add_argument("--quick", action="store_true", help="1,000 messages per run, one trial")
+    parser.add_argument("--trials", type=int, default=3, help="runs per number of connections (median reported)")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     count = 1000 if args.quick else 5000
-    results = [run(c, count, c * 1_000_000) for c in (1, 4, 16)]
+    trials = 1 if args.quick else max(1, args.trials)
+    results = []
+    for connections in (1, 4, 16):
+        # each trial on a fresh server; the trial of median rate is reported, with the spread
+        runs = sorted((run(connections, count, connections * 1_000_000 + t * 100_000) for t in range(trials)),
+                      key=lambda r: r["rate"])  # fmt: skip
+        middle = dict(runs[len(runs) // 2])
+        middle["rates"] = [round(r["rate"]) for r in runs]
+        middle["check"] = all(r["check"] for r in runs)
+        results.append(middle)
     print(
-        f"| ADT^A08 over MLLP, {count} messages, OpenPACS (SQLite) | messages/s | median ACK ms | p95 ACK ms | target |"
+        f"| ADT^A08 over MLLP, {count} messages, OpenPACS (SQLite), median of {trials} | messages/s | all trials"
+        " | median ACK ms | p95 ACK ms | target |"
     )
-    print("|---|---:|---:|---:|---|")
+    print("|---|---:|---|---:|---:|---|")
     for r in results:
         target = ""
         if r["connections"] == 1:
             met = r["rate"] >= 500 and r["median_ms"] < 10
             target = f"≥ 500/s, median < 10 ms: {'met' if met else 'NOT met'}"
         print(f"| {r['connections']} connection{'s' if r['connections'] > 1 else ''} | {r['rate']:.0f} |"
-              f" {r['median_ms']:.2f} | {r['p95_ms']:.2f} | {target} |")  # fmt: skip
+              f" {', '.join(map(str, r['rates']))} | {r['median_ms']:.2f} | {r['p95_ms']:.2f} | {target} |")  # fmt: skip
     print("checks:", {r["connections"]: r["check"] for r in results})
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"hl7-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -297,6 +297,7 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
             default_charset=settings.hl7.default_charset,
             senders=senders,
             process_timeout=settings.hl7.process_timeout_seconds,
+            committer=committer,
         ),
         hl7_processor=Hl7Processor(
             index,
@@ -446,6 +447,7 @@ def hl7_duty(app: Application) -> LeasedDuty:
 
     duty = LeasedDuty(app, "hl7", turn, interval=1.0)
     app.hl7.notify = duty.wake  # a message stored by this process is applied at once
+    app.hl7_processor.busy = app.hl7.busy
     app.hl7_processor.on_processed = lambda pk, outcome: app.hl7.processed(
         pk, outcome.status, outcome.note, outcome.location
     )

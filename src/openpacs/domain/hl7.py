@@ -216,6 +216,12 @@ def find(found: list[Segment], name: str) -> Segment | None:
     return next((s for s in found if s.name == name), None)
 
 
+def dtm(when: datetime) -> str:
+    """An HL7 DTM to the second (YYYYMMDDHHMMSS); formatted by hand, as ``strftime`` asks the C
+    library for the time zone on every call (a system call per ACK)."""
+    return f"{when.year:04d}{when.month:02d}{when.day:02d}{when.hour:02d}{when.minute:02d}{when.second:02d}"
+
+
 def ack(
     summary: Summary | None,
     code: str,
@@ -247,7 +253,7 @@ def ack(
         clean(summary.receiving_facility) if summary else "",
         clean(summary.sending_application) if summary else "",
         clean(summary.sending_facility) if summary else "",
-        now.strftime("%Y%m%d%H%M%S"),
+        dtm(now),
         "",
         f"ACK{component}{clean(trigger)}{component}ACK" if trigger else "ACK",
         clean(control_id),

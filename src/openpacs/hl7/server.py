@@ -1,10 +1,11 @@
 """The MLLP listener (HL7 v2.5.1 Appendix C) on asyncio's public API.
 
-Each connection reads frames in order; each message goes to the message store through
-``asyncio.to_thread`` and its ACK is written, framed, in one send, before the next message
-of that connection is read. TCP_NODELAY is set on every connection. A broken frame (cut
-short by the next one, or by the end of the connection) is logged; a frame over the size
-limit is answered AR; nothing a peer sends stops the listener.
+Each connection reads frames in order; each message goes to the message store on a thread of
+the listener's own pool (``run_in_executor``, as ``asyncio.to_thread`` does) and its ACK is
+written, framed, in one send, before the next message of that connection is read. TCP_NODELAY
+is set on every connection. A broken frame (cut short by the next one, or by the end of the
+connection) is logged; a frame over the size limit is answered AR; nothing a peer sends
+stops the listener.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from openpacs.hl7.mllp import FrameDecoder, frame
 
@@ -38,6 +40,8 @@ class MllpServer:
         self.max_message_bytes = max_message_bytes
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        # the service calls run on these threads (the default executor's are shared with others)
+        self._executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="hl7-receive")
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, self.host, self.port, reuse_address=True)
@@ -50,6 +54,7 @@ class MllpServer:
             for task in list(self._connections):
                 task.cancel()
             await self._server.wait_closed()
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -61,6 +66,7 @@ class MllpServer:
         address = writer.get_extra_info("peername") or ("?", 0)
         peer = f"{address[0]}:{address[1]}"
         decoder = FrameDecoder(self.max_message_bytes)
+        loop = asyncio.get_running_loop()
         messages = 0
         try:
             while True:
@@ -73,9 +79,11 @@ class MllpServer:
                                     peer, len(found.data))  # fmt: skip
                         continue
                     if found.too_large:
-                        answer = await asyncio.to_thread(self._too_large, peer, self.max_message_bytes)
+                        answer = await loop.run_in_executor(
+                            self._executor, self._too_large, peer, self.max_message_bytes
+                        )
                     else:
-                        answer = await asyncio.to_thread(self._receive, found.data, peer)
+                        answer = await loop.run_in_executor(self._executor, self._receive, found.data, peer)
                     messages += 1
                     writer.write(frame(answer))
                     await writer.drain()

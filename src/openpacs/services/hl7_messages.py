@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,12 +31,14 @@ from openpacs.domain.hl7 import (
 from openpacs.domain.hl7_senders import AFTER_PROCESS, SenderDirectory, SenderPolicy, peer_address
 from openpacs.domain.records import Actor
 from openpacs.ports.index import AuditRecord, Index
+from openpacs.services.commit import GroupCommitter
 
 log = logging.getLogger(__name__)
 
 RECEIVED = "received"
 REJECTED = "rejected"
 FAILED, SKIPPED, PROCESSED = "failed", "skipped", "processed"
+BUSY_WINDOW = 0.010  # seconds after a receive during which the consumer gives way
 ENHANCED = frozenset({"AL", "SU", "ER"})  # MSH-15 values that ask for a commit ACK
 
 
@@ -50,24 +53,48 @@ class Hl7MessageService:
         default_charset: str = "",
         senders: SenderDirectory | None = None,
         process_timeout: float = 30.0,
+        committer: GroupCommitter | None = None,
     ) -> None:
         self._index = index
         self._clock = clock
         self._default_charset = default_charset
         self._senders = senders or SenderDirectory()
         self._process_timeout = process_timeout
+        self._committer = committer
         self.notify: Callable[[], None] | None = None  # wakes the consumer (set by the server)
         self._waiting: dict[int, tuple[threading.Event, list[Any]]] = {}
         self._lock = threading.Lock()
+        self._in_flight = 0
+        self._last_receive = 0.0
+
+    def _store(self, message: StoredMessage) -> int:
+        """Store a message durably. While several connections deliver at once, their messages
+        share a transaction and its flush (group commit); a lone sender writes its own."""
+        if self._committer is not None and self._in_flight > 1:
+            return self._committer.submit(lambda session, batch: session.hl7.add_message(message))
+        with self._index.session(write=True, dedicated=True) as session:
+            return session.hl7.add_message(message)
+
+    def busy(self) -> bool:
+        """Whether messages are arriving now (one is being received, or one was within the last
+        10 ms): the consumer then gives way, so that ACKs are not held up by its work."""
+        return self._in_flight > 0 or time.monotonic() - self._last_receive < BUSY_WINDOW
 
     def receive(self, raw: bytes, peer: str) -> bytes:
         """Store a message as it came and answer it: AA once it is durable (or, for an
         after-process sender, once it is applied: AA, or AE naming the field at fault); AR
         when it cannot be taken (it is stored as rejected, with the reason)."""
-        data = normalise(raw)
-        if data[:3] in (b"FHS", b"BHS"):
-            return self._receive_batch(data, peer)
-        return self._receive_one(raw, peer, wait=True)
+        with self._lock:
+            self._in_flight += 1
+        try:
+            data = normalise(raw)
+            if data[:3] in (b"FHS", b"BHS"):
+                return self._receive_batch(data, peer)
+            return self._receive_one(raw, peer, wait=True)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                self._last_receive = time.monotonic()
 
     def _receive_batch(self, data: bytes, peer: str) -> bytes:
         """A batch (HL7 v2.5.1 2.10.3): each message stored and acknowledged on its own (without
@@ -120,8 +147,7 @@ class Hl7MessageService:
         enhanced = summary.accept_ack_type.upper() in ENHANCED
         after_process = wait and policy.ack_mode == AFTER_PROCESS and not enhanced
         message = StoredMessage("in", now, RECEIVED, raw, summary, peer=peer, ack_code="AA")
-        with self._index.session(write=True) as session:
-            pk = session.hl7.add_message(message)
+        pk = self._store(message)
         waiter: tuple[threading.Event, list[Any]] | None = None
         if after_process:
             waiter = (threading.Event(), [])
@@ -185,8 +211,7 @@ class Hl7MessageService:
         except Hl7Error:
             summary = None
         message = StoredMessage("in", now, REJECTED, raw, summary, peer=peer, error=error.reason, ack_code="AR")
-        with self._index.session(write=True) as session:
-            pk = session.hl7.add_message(message)
+        pk = self._store(message)
         log.warning("HL7 message %d from %s rejected (AR): %s", pk, peer, error.reason)
         code = "CR" if summary is not None and summary.accept_ack_type.upper() in ENHANCED else "AR"
         return ack(summary, code, now=now, control_id=f"OPENPACS{pk}", text=error.reason, error_code=error.error_code)

@@ -8,6 +8,7 @@ the start of their transaction (``BEGIN IMMEDIATE``). PostgreSQL runs with
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import zlib
 from collections.abc import Iterator
@@ -130,6 +131,12 @@ class SqlIndex:
         self._dedicated: list[Connection] = []
         self._lease_connections: dict[str, Connection] = {}
         self._lease_lock = threading.Lock()
+        # SQLite has one writer at a time; a writer that finds the database locked sleeps in
+        # SQLite's busy handler by steps of up to 100 ms. Within this process, writers queue on
+        # this lock instead and start the moment the previous one commits.
+        self._write_lock: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if self.dialect == "sqlite" else contextlib.nullcontext()
+        )
 
     @property
     def dialect(self) -> str:
@@ -137,6 +144,13 @@ class SqlIndex:
 
     @contextmanager
     def session(self, *, write: bool = False, dedicated: bool = False) -> Iterator[SqlIndexSession]:
+        if write:
+            with self._write_lock:
+                yield from self._session(write, dedicated)
+        else:
+            yield from self._session(write, dedicated)
+
+    def _session(self, write: bool, dedicated: bool) -> Iterator[SqlIndexSession]:
         if dedicated:
             # the group committer's own connection, kept open between its transactions
             connection = getattr(self._local, "connection", None)

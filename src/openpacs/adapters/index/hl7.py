@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from openpacs.adapters.index import tables as t
+from openpacs.adapters.index.fast import FastStatements
 from openpacs.domain.hl7 import MessageQuery, StoredMessage, Summary
 
 
@@ -53,11 +54,19 @@ def _message(row: Any) -> StoredMessage:
     )
 
 
+_INSERT = sa.insert(t.hl7_message).returning(t.hl7_message.c.pk)
+_SUMMARY_COLUMNS = (
+    "sending_application", "sending_facility", "receiving_application", "receiving_facility", "message_type",
+    "trigger", "control_id", "version", "processing_id", "charset", "patient_id", "accession",
+)  # fmt: skip
+
+
 class Hl7MessageTable:
     """The Hl7MessageStore port over one connection."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, fast: FastStatements | None = None) -> None:
         self.connection = connection
+        self._fast = fast
 
     def add_message(self, message: StoredMessage) -> int:
         s = message.summary
@@ -75,6 +84,7 @@ class Hl7MessageTable:
             "raw": message.raw,
             "processed_at": message.processed_at,
         }
+        values.update(dict.fromkeys(_SUMMARY_COLUMNS, ""))
         if s is not None:
             values.update(
                 sending_application=cut(s.sending_application, 200),
@@ -90,8 +100,9 @@ class Hl7MessageTable:
                 patient_id=cut(s.patient_id, 200),
                 accession=cut(s.accession, 200),
             )
-        m = t.hl7_message
-        return int(self.connection.execute(sa.insert(m).values(values).returning(m.c.pk)).scalar_one())
+        if self._fast is not None:  # the receive path: a prebuilt statement (adapters/index/fast.py)
+            return int(self._fast.execute(self.connection, _INSERT, values).scalar_one())
+        return int(self.connection.execute(_INSERT, values).scalar_one())
 
     def message(self, pk: int) -> StoredMessage | None:
         m = t.hl7_message

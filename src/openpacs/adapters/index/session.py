@@ -71,7 +71,7 @@ class SqlIndexSession:
         self.migration = MigrationTable(connection)
         self.commitments = CommitmentTable(connection)
         self.derived = DerivedTable(connection)
-        self.hl7 = Hl7MessageTable(connection)
+        self.hl7 = Hl7MessageTable(connection, fast)
         self.orders = OrderTable(connection)
 
     def _run(self, statement: Any, values: dict[str, Any]) -> Any:

@@ -127,8 +127,10 @@ def main() -> None:
         if r["connections"] == 1:
             met = r["rate"] >= 500 and r["median_ms"] < 10
             target = f"≥ 500/s, median < 10 ms: {'met' if met else 'NOT met'}"
-        print(f"| {r['connections']} connection{'s' if r['connections'] > 1 else ''} | {r['rate']:.0f} |"
-              f" {', '.join(map(str, r['rates']))} | {r['median_ms']:.2f} | {r['p95_ms']:.2f} | {target} |")  # fmt: skip
+        print(
+            f"| {r['connections']} connection{'s' if r['connections'] > 1 else ''} | {r['rate']:.0f} |"
+            f" {', '.join(map(str, r['rates']))} | {r['median_ms']:.2f} | {r['p95_ms']:.2f} | {target} |"
+        )
     print("checks:", {r["connections"]: r["check"] for r in results})
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"hl7-{time.strftime('%Y%m%d-%H%M%S')}.json"

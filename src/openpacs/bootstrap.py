@@ -54,6 +54,7 @@ from openpacs.services.rebuild import RebuildService
 from openpacs.services.reconcile import ReconcileService
 from openpacs.services.remote import RemoteService
 from openpacs.services.rendering import RenderService
+from openpacs.services.report_documents import ReportDocuments
 from openpacs.services.retrieve import RetrieveService
 from openpacs.services.routing import RoutingService
 from openpacs.services.routing import RoutingSettings as RoutingServiceSettings
@@ -448,6 +449,8 @@ def hl7_duty(app: Application) -> LeasedDuty:
     duty = LeasedDuty(app, "hl7", turn, interval=1.0)
     app.hl7.notify = duty.wake  # a message stored by this process is applied at once
     app.hl7_processor.busy = app.hl7.busy
+    if app.settings.hl7.reports_as_dicom:
+        app.hl7_processor.documents = ReportDocuments(app.index, app.ingest, clock=utcnow)
     app.hl7_processor.on_processed = lambda pk, outcome: app.hl7.processed(
         pk, outcome.status, outcome.note, outcome.location
     )

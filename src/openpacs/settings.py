@@ -245,6 +245,11 @@ class Hl7Settings(BaseModel):
         description="Processed, skipped and rejected messages older than this are deleted (0: kept);"
         " failed and waiting messages are kept until handled.",
     )
+    reports_as_dicom: bool = Field(
+        False,
+        description="Also store each report received (ORU^R01) as a DICOM object in its study: Encapsulated PDF,"
+        " Encapsulated CDA or Basic Text SR.",
+    )
     merged_id_policy: Literal["follow", "reject"] = Field(
         "follow",
         description="A message naming a patient ID already merged into another: follow (apply it to the"

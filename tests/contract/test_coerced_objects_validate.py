@@ -1,7 +1,9 @@
-"""dciodvfy (Debian dicom3tools) finds no new error in objects coerced by corrections."""
+"""dciodvfy (Debian dicom3tools) finds no new error in objects coerced by corrections, nor any
+error in the reports stored as DICOM."""
 
 from __future__ import annotations
 
+import base64
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ from openpacs.domain.part10 import encode_file_meta
 from openpacs.domain.records import Actor, ActorType
 from openpacs.domain.tags import Level
 from openpacs.services.reconcile import PatientRef
+from openpacs.services.report_documents import ReportDocuments
 from samples import sample_file
 
 ADMIN = Actor(ActorType.USER, "admin", "127.0.0.1")
@@ -114,3 +117,40 @@ def test_a_reallocated_object_and_a_rewritten_reference_have_no_new_error(app: A
         new_errors = _errors(path) - _errors(original_path)
         assert not new_errors, (instance.sop_instance_uid, new_errors)
     assert pydicom.dcmread(tmp_path / f"{moved.sop_instance_uid}.dcm").SOPInstanceUID == new[str(stored.SOPInstanceUID)]
+
+
+@pytest.mark.parametrize("kind", ["text", "pdf", "cda"])
+def test_reports_stored_as_dicom_are_valid_and_in_their_study(app: Application, tmp_path: Path, kind: str) -> None:
+    """ORU reports become Basic Text SR, Encapsulated PDF or CDA objects of the study; dciodvfy
+    finds no error in them."""
+    stored_path = sample_file("CT_small.dcm")
+    stored = pydicom.dcmread(stored_path, stop_before_pixels=True)
+    app.ingest.store(stored_path.read_bytes(), TEST_ORIGIN)
+    app.hl7_processor.documents = ReportDocuments(app.index, app.ingest, clock=app.hl7._clock)
+    values = {
+        "text": "OBX|1|TX|IMP^Impression^L||No acute findings.||||||F",
+        "pdf": "OBX|1|ED|PDF^Report^L||^Application^PDF^Base64^" + base64.b64encode(b"%PDF-1.4\n%%EOF").decode(),
+        "cda": "OBX|1|ED|CDA^Report^L||^Text^XML^Base64^" + base64.b64encode(b"<ClinicalDocument/>").decode(),
+    }
+    oru = (
+        f"MSH|^~\\&|RPT|HOSP|PACS|HOSP|2026||ORU^R01|D-{kind}|P|2.5.1\rPID|||{stored.PatientID}\r"
+        f"OBR|1|PL9||X|||20261128|||||||||||ACC9|||||||F|||||||&Reader&Rita\r"
+        f"OBX|0|ST|113014^DICOM Study^DCM||{stored.StudyInstanceUID}||||||F\r{values[kind]}\r"
+    )
+    assert b"MSA|AA" in app.hl7.receive(oru.encode(), "127.0.0.1:1")
+    app.hl7_processor.process_pending()
+    (report,) = app.orders.reports(accession="ACC9")
+    assert report.sop_instance_uid, report
+    (document,) = [i for i in app.retrieve.instances(str(stored.StudyInstanceUID)) if i.sop_instance_uid ==
+                   report.sop_instance_uid]  # fmt: skip
+    syntax, data = app.outbound.encode(document, (EXPLICIT_LE,))
+    path = tmp_path / f"{kind}.dcm"
+    path.write_bytes(encode_file_meta(syntax, document.sop_class_uid, document.sop_instance_uid, "") + data)
+    ds = pydicom.dcmread(path)
+    assert ds.PatientID == stored.PatientID and ds.StudyInstanceUID == stored.StudyInstanceUID
+    if kind == "text":
+        assert ds.Modality == "SR" and ds.VerificationFlag == "VERIFIED"
+        assert ds.ContentSequence[0].TextValue == "Impression:\nNo acute findings."
+    else:
+        assert ds.Modality == "DOC" and ds.EncapsulatedDocument.startswith(b"%PDF" if kind == "pdf" else b"<Clin")
+    assert _errors(path) == set()

@@ -139,3 +139,18 @@ def test_a10_marks_todays_steps_arrived(app: Application) -> None:
     steps = app.orders.worklist(patient_id="P3", statuses=["ARRIVED"])
     assert steps[0].attrs["00400100"]["Value"][0]["00400020"]["Value"] == ["ARRIVED"]
     assert replace(steps[0], attrs={}).to_json()["status"] == "ARRIVED"
+
+
+def test_adt_a01_a31_a34(app: Application) -> None:
+    """A01 (admit) registers, A31 (update person) updates, A34 (merge patient ID only) merges."""
+    admit = _apply(app, "MSH|^~\\&|HIS|HOSP|PACS|HOSP|2026||ADT^A01|AD1|P|2.3\rPID|||A1^^^HOSP^MR||Admit^Ann\r")
+    assert admit == {"status": "processed", "note": "patient A1 registered"}
+    _apply(app, "MSH|^~\\&|HIS|HOSP|PACS|HOSP|2026||ADT^A01|AD2|P|2.3\rPID|||A2^^^HOSP^MR||Other^Ann\r")
+    update = _apply(
+        app, "MSH|^~\\&|HIS|HOSP|PACS|HOSP|2026||ADT^A31|AD3|P|2.3\rPID|||A1^^^HOSP^MR||Person^Ann||19500505\r"
+    )
+    assert update["status"] == "processed" and update["note"].startswith("operation ")
+    merge = _apply(app, "MSH|^~\\&|HIS|HOSP|PACS|HOSP|2026||ADT^A34|AD4|P|2.3\rPID|||A2^^^HOSP^MR\rMRG|A1^^^HOSP^MR\r")
+    assert merge["status"] == "processed", merge
+    surviving = app.reconcile.surviving(PatientRef("A1", app.settings.identity.default_issuer or ""))
+    assert surviving is not None and surviving.patient_id == "A2"

@@ -81,6 +81,16 @@ def _studies(server: ServerProcess, patient_id: str) -> list[dict[str, Any]]:
         return [] if response.status_code == 204 else list(response.json())
 
 
+def _c_find(server: ServerProcess, patient_id: str) -> str:
+    out = run_dcmtk(
+        "findscu", "-v", "-S", "-aec", server.ae_title, "127.0.0.1", str(server.dicom_port),
+        "-k", "QueryRetrieveLevel=STUDY", "-k", f"PatientID={patient_id}", "-k", "PatientName",
+        "-k", "StudyInstanceUID",
+    ).stderr  # fmt: skip
+    assert "Received Final Find Response (Success)" in out, out
+    return out
+
+
 def _name(answer: dict[str, Any]) -> str:
     return str(answer["00100010"]["Value"][0]["Alphabetic"])
 
@@ -107,6 +117,9 @@ def test_update_register_merge_and_change_of_identifier(server: ServerProcess, t
     assert _message(server, "M1")["status"] == "processed"
     assert {s["0020000D"]["Value"][0] for s in _studies(server, "ADT2")} == {study, second}
     assert _studies(server, "ADT1") == []
+    found = _c_find(server, "ADT2")  # and in C-FIND (DCMTK findscu), with the target's name
+    assert study in found and second in found and "Doe^Jane" in found
+    assert study not in _c_find(server, "ADT1")
 
     # A47: the identifier changes (MRG-1 -> PID-3)
     _send(server, _adt("A47", "C1", "PID|||ADT3^^^HOSP^MR||Doe^Jane", "MRG|ADT2^^^HOSP^MR\r"))

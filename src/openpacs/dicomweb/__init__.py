@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import TYPE_CHECKING
 
-from openpacs.dicomweb import qido, stow, uri, wado
+if TYPE_CHECKING:
+    from fastapi import APIRouter
 
 
 def router() -> APIRouter:
-    """Every DICOMweb route."""
+    """Every DICOMweb route (imported here: the command line and the routing client that live in
+    this package do not need the web framework, which takes half a second to import)."""
+    from fastapi import APIRouter
+
+    from openpacs.dicomweb import qido, stow, uri, wado
+
     api = APIRouter()
     api.include_router(qido.router)
     api.include_router(wado.router)

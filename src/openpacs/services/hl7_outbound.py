@@ -14,9 +14,10 @@ marked ``failed`` with an alert, and the queue goes on.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from openpacs.domain import dicom_json as dj
@@ -58,16 +59,23 @@ class Hl7Destination:
         return f"hl7:{self.name}"
 
 
-@dataclass
 class Hl7OutboundService:
     """Queues and sends the notifications; thread-safe."""
 
-    index: Index
-    peer: Hl7Peer
-    clock: Callable[[], datetime]
-    destinations: Sequence[Hl7Destination] = ()
-    wake: Callable[[], None] = lambda: None
-    _sequence: list[int] = field(default_factory=lambda: [0])
+    def __init__(
+        self,
+        index: Index,
+        peer: Hl7Peer,
+        clock: Callable[[], datetime],
+        destinations: Sequence[Hl7Destination] = (),
+        wake: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.index = index
+        self.peer = peer
+        self.clock = clock
+        self.destinations = tuple(destinations)
+        self.wake = wake
+        self._sequence = itertools.count(1)
 
     def _wanted(self, event: str) -> list[Hl7Destination]:
         return [d for d in self.destinations if event in d.events]
@@ -135,9 +143,8 @@ class Hl7OutboundService:
         return found, max((o.id or 0 for o in found), default=0)
 
     def _envelope(self, destination: Hl7Destination, now: datetime) -> Envelope:
-        self._sequence[0] += 1
         return Envelope(
-            control_id=f"OP{now.strftime('%Y%m%d%H%M%S%f')}{self._sequence[0] % 1000:03d}",
+            control_id=f"OP{now.strftime('%Y%m%d%H%M%S%f')}{next(self._sequence) % 1000:03d}",
             now=now,
             sending_application=destination.sending_application,
             sending_facility=destination.sending_facility,

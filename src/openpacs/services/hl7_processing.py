@@ -40,6 +40,7 @@ from openpacs.domain.records import PatientIdentifier as IndexIdentifier
 from openpacs.ports.index import AuditRecord, Index
 from openpacs.services.orders import OrderService
 from openpacs.services.reconcile import PatientRef, ReconcileService, element_from_text
+from openpacs.services.report_documents import ReportDocuments
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class Hl7Processor:
         self._merged_id_policy = merged_id_policy
         self.on_processed: Callable[[int, Outcome], None] | None = None  # wakes an after-process ACK
         self.busy: Callable[[], bool] = lambda: False  # messages are arriving: give way to the receiver
+        self.documents: ReportDocuments | None = None  # reports stored as DICOM (hl7.reports_as_dicom)
 
     def _give_way(self) -> None:
         """While messages arrive back to back, wait for a pause in the flow, at most
@@ -198,10 +200,15 @@ class Hl7Processor:
         entries = reports_of(found, default_issuer=context.issuer, authorities=context.authorities)
         actor, reason = self._actor(summary)
         rows = self._orders.add_reports(entries, actor, reason[4:][:64], stored.pk)
-        return "; ".join(
-            f"report {r.pk} ({r.entry.status}" + (f", procedure {r.procedure_pk})" if r.procedure_pk else ", no order)")
-            for r in rows
-        )
+        notes = []
+        for r in rows:
+            note = f"report {r.pk} ({r.entry.status}" + (
+                f", procedure {r.procedure_pk})" if r.procedure_pk else ", no order)"
+            )
+            if self.documents is not None:
+                note += f": {self.documents.store(r)}"
+            notes.append(note)
+        return "; ".join(notes)
 
     def _arrived(self, message: list[Segment], summary: Summary, stored: StoredMessage, context: _Context) -> str:
         pid = self._segment(message, "PID")

@@ -135,6 +135,36 @@ def run_dcmtk(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[st
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, check=False)
 
 
+def findscu_studies(server: ServerProcess, patient_id: str) -> str:
+    """DCMTK findscu at study level for one Patient ID (name and Study Instance UID asked): its
+    verbose output, once it reported a successful final response."""
+    out = run_dcmtk(
+        "findscu", "-v", "-S", "-aec", server.ae_title, "127.0.0.1", str(server.dicom_port),
+        "-k", "QueryRetrieveLevel=STUDY", "-k", f"PatientID={patient_id}", "-k", "PatientName",
+        "-k", "StudyInstanceUID",
+    ).stderr  # fmt: skip
+    assert "Received Final Find Response (Success)" in out, out
+    return out
+
+
+def store_ct(server: ServerProcess, folder: Path, patient_id: str, name: str, accession: str = "") -> str:
+    """pydicom's CT_small as a new study of *patient_id*, sent with DCMTK storescu; its Study UID."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PatientID, ds.PatientName = patient_id, name
+    if accession:
+        ds.AccessionNumber = accession
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    path = folder / f"{patient_id}-{ds.SOPInstanceUID}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    run_dcmtk("storescu", "-aec", server.ae_title, "127.0.0.1", str(server.dicom_port), str(path))
+    return str(ds.StudyInstanceUID)
+
+
 # -- sample data -------------------------------------------------------------------------
 
 

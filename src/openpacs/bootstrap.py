@@ -23,14 +23,16 @@ from openpacs.dimse.commitment import CommitmentScu
 from openpacs.dimse.peer import DimsePeer
 from openpacs.dimse.scp import DimseServices
 from openpacs.dimse.server import DimseConfig, DimseServer
+from openpacs.domain.addresses import is_loopback
 from openpacs.domain.errors import OpenPacsError
 from openpacs.domain.hl7_orders import mapping_with
-from openpacs.domain.hl7_senders import SenderDirectory, SenderPolicy, is_loopback
+from openpacs.domain.hl7_senders import SenderDirectory, SenderPolicy
 from openpacs.domain.jobs import JobKind
 from openpacs.domain.records import Actor, ActorType, Issuer, Node
 from openpacs.domain.rules import Action, ActionKind, Condition, Rule, RuleEvent
 from openpacs.hl7.client import MllpPeer
 from openpacs.ports.blobstore import BlobStore
+from openpacs.ports.peers import Hl7Peer
 from openpacs.services.archive import ArchiveService
 from openpacs.services.commit import GroupCommitter
 from openpacs.services.commitment import CommitmentService
@@ -226,7 +228,7 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
     orders = OrderService(index, clock=utcnow)
     hl7_outbound = Hl7OutboundService(
         index,
-        MllpPeer(),
+        hl7_peer(),
         utcnow,
         tuple(
             Hl7Destination(
@@ -314,6 +316,11 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
         orders=orders,
         hl7_outbound=hl7_outbound,
     )
+
+
+def hl7_peer() -> Hl7Peer:
+    """The MLLP sender (the outbound notifications, ``openpacs hl7 send``)."""
+    return MllpPeer()
 
 
 def sender_directory(settings: Settings) -> SenderDirectory:

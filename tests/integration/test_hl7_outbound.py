@@ -12,12 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pydicom
 import pytest
-from pydicom.data import get_testdata_file
-from pydicom.uid import generate_uid
 
-from conftest import ServerProcess, free_port, run_dcmtk, start_server
+from conftest import ServerProcess, free_port, start_server, store_ct
 from hl7_client import send, stored
 from web import accounts_of, http
 
@@ -73,17 +70,6 @@ def _received(ris: ServerProcess, predicate: Any, count: int = 1, timeout: float
             time.sleep(0.3)
 
 
-def _store(server: ServerProcess, tmp_path: Path, patient_id: str, accession: str) -> str:
-    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
-    ds.PatientID, ds.PatientName, ds.AccessionNumber = patient_id, "OUT^BOUND", accession
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
-    ds.save_as(path, enforce_file_format=True)
-    run_dcmtk("storescu", "-aec", server.ae_title, "127.0.0.1", str(server.dicom_port), str(path))
-    return str(ds.StudyInstanceUID)
-
-
 def test_study_events_and_patient_changes_reach_the_ris(
     pacs: ServerProcess, ris: ServerProcess, tmp_path: Path
 ) -> None:
@@ -93,7 +79,7 @@ def test_study_events_and_patient_changes_reach_the_ris(
     )
     send(pacs, order.encode())
     assert stored(pacs, "N1")["status"] == "processed"
-    study = _store(pacs, tmp_path, "OUT1", "ACC-OUT")
+    study = store_ct(pacs, tmp_path, "OUT1", "OUT^BOUND", "ACC-OUT")
 
     def status_update(code: str) -> Any:
         return lambda m: (
@@ -143,7 +129,10 @@ def test_an_unreachable_ris_holds_its_queue(tmp_path: Path) -> None:
                    "OPENPACS_ROUTING__RETRY_BASE_SECONDS": "0.2", "OPENPACS_ROUTING__RETRY_MAX_SECONDS": "1"},
     )  # fmt: skip
     try:
-        first, second = _store(pacs, tmp_path, "LATE1", "ACC-L1"), _store(pacs, tmp_path, "LATE2", "ACC-L2")
+        first, second = (
+            store_ct(pacs, tmp_path, "LATE1", "OUT^BOUND", "ACC-L1"),
+            store_ct(pacs, tmp_path, "LATE2", "OUT^BOUND", "ACC-L2"),
+        )
         time.sleep(2)
         with http(pacs, accounts_of(pacs)["admin"]) as client:
             queued = client.get("/api/hl7/messages", params={"status": "queued"}).json()["messages"]

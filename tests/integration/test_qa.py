@@ -12,7 +12,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from conftest import ServerProcess, StoreScp, run_dcmtk
+from conftest import ServerProcess, StoreScp, findscu_studies, run_dcmtk
 from web import accounts_of, dicomweb
 
 pytestmark = pytest.mark.usefixtures("dcmtk")
@@ -30,16 +30,6 @@ def _store(server: ServerProcess, tmp_path: Path, patient_id: str, name: str) ->
     ds.save_as(path, enforce_file_format=True)
     run_dcmtk("storescu", "-aec", server.ae_title, "127.0.0.1", str(server.dicom_port), str(path))
     return ds
-
-
-def _find_names(server: ServerProcess, patient_id: str) -> str:
-    out = run_dcmtk(
-        "findscu", "-v", "-S", "-aec", server.ae_title, "127.0.0.1", str(server.dicom_port),
-        "-k", "QueryRetrieveLevel=STUDY", "-k", f"PatientID={patient_id}", "-k", "PatientName",
-        "-k", "StudyInstanceUID",
-    ).stderr  # fmt: skip
-    assert "Received Final Find Response (Success)" in out, out
-    return out
 
 
 def _get(server: ServerProcess, study: str, folder: Path) -> pydicom.Dataset:
@@ -70,11 +60,11 @@ def test_cli_update_shows_in_findscu_getscu_and_qido_and_undo_restores_the_bytes
                   "--dry-run")  # fmt: skip
     assert preview["dry_run"] and preview["id"] is None
     assert preview["summary"]["changes"][0]["new"] == "RIGHT^NAME"
-    assert "WRONG^NAME" in _find_names(server, patient)  # the dry run changed nothing
+    assert "WRONG^NAME" in findscu_studies(server, patient)  # the dry run changed nothing
 
     op = _qa(server, "update-patient", patient, "--set", "PatientName=RIGHT^NAME", "--reason", "typo")
     assert op["id"] and not op["dry_run"]
-    assert "RIGHT^NAME" in _find_names(server, patient)
+    assert "RIGHT^NAME" in findscu_studies(server, patient)
     after = _get(server, original.StudyInstanceUID, tmp_path / "after")
     assert after.PatientName == "RIGHT^NAME"
     assert after.OriginalAttributesSequence[0].ModifiedAttributesSequence[0].PatientName == "WRONG^NAME"
@@ -95,7 +85,7 @@ def test_cli_update_shows_in_findscu_getscu_and_qido_and_undo_restores_the_bytes
     listed = server.cli("qa", "list").stdout
     assert "update-patient" in listed and "typo" in listed
     _qa(server, "undo", str(op["id"]), "--reason", "it was right")
-    assert "WRONG^NAME" in _find_names(server, patient)
+    assert "WRONG^NAME" in findscu_studies(server, patient)
     again = _get(server, original.StudyInstanceUID, tmp_path / "again")
     assert (tmp_path / "again").iterdir().__next__().read_bytes() == next((tmp_path / "before").iterdir()).read_bytes()
     assert again.PatientName == "WRONG^NAME"
@@ -116,10 +106,10 @@ def test_rest_merge_needs_an_admin_and_a_reason_and_previews(server: ServerProce
             "/api/qa/merge-patients", params={"dry_run": "true"}, json=body, headers=accounts["admin"].bearer
         )
         assert preview.status_code == 200 and preview.json()["dry_run"] and preview.json()["id"] is None
-        assert source in _find_names(server, source)
+        assert source in findscu_studies(server, source)
         done = http.post("/api/qa/merge-patients", json=body, headers=accounts["admin"].bearer).json()
-        assert "Received Final Find Response" in _find_names(server, target)
-        assert source not in _find_names(server, source).split("PatientID")[-1]
+        assert "Received Final Find Response" in findscu_studies(server, target)
+        assert source not in findscu_studies(server, source).split("PatientID")[-1]
         shown = http.get(f"/api/qa/operations/{done['id']}", headers=accounts["admin"].bearer).json()
         assert shown["kind"] == "merge-patients" and shown["actor"]["id"] == accounts["admin"].name
         missing = http.post(
@@ -145,7 +135,7 @@ def test_rejected_study_leaves_findscu_getscu_and_qido_and_undo_brings_it_back(
     study = original.StudyInstanceUID
     op = _qa(server, "reject", study, "--code", "113037", "--reason", "wrong patient on the images")
     assert op["summary"]["affected"]["instances"] == 1
-    assert study not in _find_names(server, patient)
+    assert study not in findscu_studies(server, patient)
     out = run_dcmtk(
         "getscu", "-v", "-S", "-aec", server.ae_title, "-od", str(tmp_path), "127.0.0.1", str(server.dicom_port),
         "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
@@ -172,7 +162,7 @@ def test_rejected_study_leaves_findscu_getscu_and_qido_and_undo_brings_it_back(
             "/api/qa/undo", json={"operation": op["id"], "reason": "it was the right patient"}, headers=admin
         )
         assert restored.status_code == 200, restored.text
-    assert study in _find_names(server, patient)
+    assert study in findscu_studies(server, patient)
     assert len(client.search_for_studies(search_filters={"StudyInstanceUID": study})) == 1
 
 

@@ -7,10 +7,11 @@ import base64
 
 import pytest
 
+from openpacs.domain.addresses import is_loopback
 from openpacs.domain.hl7 import check_ack, header, split_messages
 from openpacs.domain.hl7_fields import FieldSpec, segments
 from openpacs.domain.hl7_orders import OrderMessageError, is_cancel, mapping_with, orders_of, reports_of
-from openpacs.domain.hl7_senders import SenderDirectory, SenderPolicy, is_loopback
+from openpacs.domain.hl7_senders import SenderDirectory, SenderPolicy
 
 MSH = "MSH|^~\\&|RIS|HOSP|PACS|HOSP|20261128||{kind}|C1|P|2.5.1"
 

@@ -9,9 +9,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from openpacs import bootstrap
 from openpacs.cli.common import ConfigFile, DatabaseUrl, DataDir, JsonOut, cli_actor, console, fail, with_app
 from openpacs.domain.hl7 import Hl7Error, MessageQuery, split_messages
-from openpacs.hl7.client import MllpClient
 
 hl7_app = typer.Typer(
     help="The HL7 interface: the message store, its error queue, sending messages.", no_args_is_help=True
@@ -158,12 +158,15 @@ def send(
         messages += [(f"{path}#{n}" if len(found) > 1 else str(path), m) for n, m in enumerate(found, start=1)]
     refused = 0
     try:
-        with MllpClient(host, int(port_text), timeout=timeout) as client:
+        connection = bootstrap.hl7_peer().connect(host, int(port_text), timeout=timeout)
+        try:
             for name, message in messages:
-                result = client.send(message)
+                result = connection.send(message)
                 refused += not result.ok
                 colour = "green" if result.ok else "red"
                 console.print(f"{name}: [{colour}]{result.code or '?'}[/{colour}] {result.text}", highlight=False)
+        finally:
+            connection.close()
     except (OSError, Hl7Error) as exc:
         raise fail(exc) from exc
     if refused:

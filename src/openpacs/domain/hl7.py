@@ -182,6 +182,12 @@ def text_of(raw: bytes, default_charset: str = "") -> str:
         raise Hl7Error(f"the message is not valid {codec} (MSH-18 {charset!r})", error_code="102") from exc
 
 
+#: the fields of the summary, parsed once (parse() is on the receive path)
+_SUMMARY_FIELDS = {
+    spec: FieldSpec.parse(spec) for spec in ("MSH-3", "MSH-4", "MSH-5", "MSH-6", "PID-3.1", "OBR-18.1", "IPC-1.1")
+}
+
+
 def parse(raw: bytes, *, default_charset: str = "") -> tuple[list[Segment], Summary]:
     """The message's segments (``openpacs.domain.hl7_fields``) and its summary; raises
     Hl7Error for what must be answered AR."""
@@ -195,18 +201,15 @@ def parse(raw: bytes, *, default_charset: str = "") -> tuple[list[Segment], Summ
     if summary.processing_id and summary.processing_id not in ("P", "T", "D"):
         raise Hl7Error(f"processing ID {summary.processing_id!r} is not P, T or D", error_code="202")
     found = segments(text_of(raw, default_charset))
-
-    def field(spec: str) -> str:
-        return FieldSpec.parse(spec).read(found)
-
+    f = _SUMMARY_FIELDS
     summary = replace(
         summary,
-        sending_application=field("MSH-3") or summary.sending_application,
-        sending_facility=field("MSH-4") or summary.sending_facility,
-        receiving_application=field("MSH-5") or summary.receiving_application,
-        receiving_facility=field("MSH-6") or summary.receiving_facility,
-        patient_id=field("PID-3.1"),
-        accession=field("OBR-18.1") or field("IPC-1.1"),
+        sending_application=f["MSH-3"].read(found) or summary.sending_application,
+        sending_facility=f["MSH-4"].read(found) or summary.sending_facility,
+        receiving_application=f["MSH-5"].read(found) or summary.receiving_application,
+        receiving_facility=f["MSH-6"].read(found) or summary.receiving_facility,
+        patient_id=f["PID-3.1"].read(found),
+        accession=f["OBR-18.1"].read(found) or f["IPC-1.1"].read(found),
     )
     return found, summary
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from openpacs.domain.hl7 import dtm
 from openpacs.domain.orders import Code
 
 _ESCAPES = (("\\", "\\E\\"), ("|", "\\F\\"), ("^", "\\S\\"), ("&", "\\T\\"), ("~", "\\R\\"))
@@ -65,7 +66,7 @@ def _msh(envelope: Envelope, kind: str, version: str) -> str:
             escape(e.sending_facility),
             escape(e.receiving_application),
             escape(e.receiving_facility),
-            e.now.strftime("%Y%m%d%H%M%S"),
+            dtm(e.now),
             "",
             kind,
             escape(e.control_id),
@@ -141,7 +142,7 @@ def adt_message(trigger: str, envelope: Envelope, patient: OutboundPatient, prev
     structure = {"A08": "ADT_A01", "A40": "ADT_A39", "A47": "ADT_A30"}[trigger]
     segments = [
         _msh(envelope, f"ADT^{trigger}^{structure}", "2.5.1"),
-        f"EVN|{trigger}|{envelope.now.strftime('%Y%m%d%H%M%S')}",
+        f"EVN|{trigger}|{dtm(envelope.now)}",
         patient.pid(),
     ]
     if trigger in ("A40", "A47"):

@@ -10,10 +10,9 @@ patient identifiers, and field mappings that replace the defaults of
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from openpacs.domain.addresses import address_in
 from openpacs.domain.hl7_fields import FieldSpec
 
 AFTER_STORE, AFTER_PROCESS = "after-store", "after-process"
@@ -40,31 +39,6 @@ class SenderPolicy:
 
 def _first(value: str) -> str:
     return value.split("^", maxsplit=1)[0].strip()
-
-
-def address_in(address: str, allowed: Sequence[str]) -> bool:
-    """Whether *address* (an IP) is one of *allowed* (IPs or CIDR networks)."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    for entry in allowed:
-        try:
-            if ip in ipaddress.ip_network(entry, strict=False):
-                return True
-        except ValueError:
-            continue
-    return False
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a listen address reaches only this machine."""
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)

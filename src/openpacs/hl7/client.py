@@ -21,13 +21,6 @@ class MllpClient:
         self._sock: socket.socket | None = None
         self._frames: list[bytes] = []
 
-    def __enter__(self) -> MllpClient:
-        self.connect()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def connect(self) -> None:
         self._sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

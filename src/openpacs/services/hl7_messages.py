@@ -23,11 +23,13 @@ from openpacs.domain.hl7 import (
     StoredMessage,
     Summary,
     ack,
+    dtm,
     header,
     normalise,
     parse,
     split_messages,
 )
+from openpacs.domain.hl7_fields import segments
 from openpacs.domain.hl7_senders import AFTER_PROCESS, SenderDirectory, SenderPolicy, peer_address
 from openpacs.domain.records import Actor
 from openpacs.ports.index import AuditRecord, Index
@@ -103,7 +105,7 @@ class Hl7MessageService:
         if separator.isalnum() or separator in " \r\n":
             separator = "|"
         lines = data.split(b"\r")
-        now = self._clock().strftime("%Y%m%d%H%M%S")
+        now = dtm(self._clock())
 
         def head(name: bytes) -> str:
             """Our envelope segment answering theirs (sender and receiver swapped, -12 = their -11)."""
@@ -308,21 +310,7 @@ def segments_of(raw: bytes) -> list[dict[str, Any]]:
     data = normalise(raw)
     if not data.startswith(b"MSH") or len(data) < 8:
         return []
-    separator = chr(data[3])
-    text = data.decode("utf-8", "replace")
-    out = []
-    for line in text.split("\r"):
-        parts = line.split(separator)
-        name = parts[0][:3]
-        fields: dict[str, str] = {}
-        if name == "MSH":
-            fields["MSH-1"] = separator
-            for n, value in enumerate(parts[1:], start=2):
-                if value:
-                    fields[f"MSH-{n}"] = value
-        else:
-            for n, value in enumerate(parts[1:], start=1):
-                if value:
-                    fields[f"{name}-{n}"] = value
-        out.append({"name": name, "fields": fields})
-    return out
+    return [
+        {"name": s.name, "fields": {f"{s.name}-{n}": v for n, v in enumerate(s.fields[1:], start=1) if v}}
+        for s in segments(data.decode("utf-8", "replace"))
+    ]

@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from openpacs.domain.errors import Conflict, InvalidQuery, NotFound, OpenPacsError
 from openpacs.domain.hl7 import Hl7Error, StoredMessage, Summary, find, header, parse
@@ -37,6 +36,7 @@ from openpacs.domain.hl7_orders import OrderMessageError, orders_of, reports_of
 from openpacs.domain.hl7_senders import SenderDirectory, SenderPolicy, peer_address
 from openpacs.domain.records import Actor, ActorType, Issuer
 from openpacs.domain.records import PatientIdentifier as IndexIdentifier
+from openpacs.domain.tags import tag_of
 from openpacs.ports.index import AuditRecord, Index
 from openpacs.services.orders import OrderService
 from openpacs.services.reconcile import PatientRef, ReconcileService, element_from_text
@@ -192,14 +192,14 @@ class Hl7Processor:
         for entry in entries:
             ref = self._follow(PatientRef(entry.patient.patient_id, entry.patient.issuer))
             entry.patient.patient_id, entry.patient.issuer = ref.patient_id, ref.issuer or ""
-        actor, reason = self._actor(summary)
-        return self._orders.apply_orders(entries, actor, reason[4:][:64], stored.pk)
+        actor, _ = self._actor(summary)
+        return self._orders.apply_orders(entries, actor, _source(summary), stored.pk)
 
     def _result(self, message: list[Segment], summary: Summary, stored: StoredMessage, context: _Context) -> str:
         found = message
         entries = reports_of(found, default_issuer=context.issuer, authorities=context.authorities)
-        actor, reason = self._actor(summary)
-        rows = self._orders.add_reports(entries, actor, reason[4:][:64], stored.pk)
+        actor, _ = self._actor(summary)
+        rows = self._orders.add_reports(entries, actor, _source(summary), stored.pk)
         notes = []
         for r in rows:
             note = f"report {r.pk} ({r.entry.status}" + (
@@ -212,13 +212,13 @@ class Hl7Processor:
 
     def _arrived(self, message: list[Segment], summary: Summary, stored: StoredMessage, context: _Context) -> str:
         pid = self._segment(message, "PID")
-        identifier = self._identifier(pid, 3, summary, context)
+        identifier = self._identifier(pid, 3, context)
         ref = self._follow(PatientRef(identifier.value, identifier.issuer))
         pv1 = find(message, "PV1")
         when = pv1.get(44, 1) if pv1 is not None else ""
         date = when[:8] if len(when) >= 8 and when[:8].isdigit() else self._clock().astimezone().strftime("%Y%m%d")
-        actor, reason = self._actor(summary)
-        return self._orders.patient_arrived(ref.patient_id, ref.issuer or "", date, actor, reason[4:][:64])
+        actor, _ = self._actor(summary)
+        return self._orders.patient_arrived(ref.patient_id, ref.issuer or "", date, actor, _source(summary))
 
     def _follow(self, ref: PatientRef) -> PatientRef:
         """The patient a message's ID names, after the merged-ID policy."""
@@ -233,22 +233,13 @@ class Hl7Processor:
 
     # -- ADT ----------------------------------------------------------------------------------
 
-    def _separators(self, summary: Summary) -> tuple[str, str]:
-        encoding = summary.encoding[1:] or "^~\\&"
-        return encoding[0], encoding[1] if len(encoding) > 1 else "~"
-
-    def _identifier(self, segment: Any, field: int, summary: Summary, context: _Context) -> Hl7Identifier:
-        component, repetition = self._separators(summary)
-        try:
-            text = str(segment[field])
-        except IndexError:
-            text = ""
+    def _identifier(self, segment: Segment, field: int, context: _Context) -> Hl7Identifier:
         found = patient_identifier(
-            text.split(repetition), default_issuer=context.issuer, authorities=context.authorities,
-            component=component,
+            segment.repetitions(field), default_issuer=context.issuer, authorities=context.authorities,
+            component=segment.encoding.component,
         )  # fmt: skip
         if found is None:
-            raise _FieldError(f"{segment[0]}-{field} carries no identifier", f"{segment[0]}^1^{field}")
+            raise _FieldError(f"{segment.name}-{field} carries no identifier", f"{segment.name}^1^{field}")
         return found
 
     def _segment(self, message: list[Segment], name: str) -> Segment:
@@ -258,15 +249,13 @@ class Hl7Processor:
         return found
 
     def _actor(self, summary: Summary) -> tuple[Actor, str]:
-        return (
-            Actor(ActorType.HL7, summary.sender),
-            f"HL7 {summary.message_type}^{summary.trigger} {summary.control_id}",
-        )
+        """The audit's actor, and the reason recorded for the operation: "HL7 " + the source."""
+        return Actor(ActorType.HL7, summary.sender), f"HL7 {_source(summary)}"
 
     def _update(self, message: list[Segment], summary: Summary, stored: StoredMessage, context: _Context) -> str:
         pid = self._segment(message, "PID")
-        identifier = self._identifier(pid, 3, summary, context)
-        values = demographics(pid, self._separators(summary)[0])
+        identifier = self._identifier(pid, 3, context)
+        values = demographics(pid, pid.encoding.component)
         actor, reason = self._actor(summary)
         ref = self._follow(PatientRef(identifier.value, identifier.issuer))
         try:
@@ -283,7 +272,7 @@ class Hl7Processor:
         """A patient the archive does not know yet: registered, so that its images find it."""
         attrs = {
             "00100020": element_from_text("PatientID", identifier.value),
-            **{f"{_tag(k):08X}": element_from_text(k, v) for k, v in values.items() if v},
+            **{f"{tag_of(k):08X}": element_from_text(k, v) for k, v in values.items() if v},
         }
         if identifier.issuer:
             attrs["00100021"] = element_from_text("IssuerOfPatientID", identifier.issuer)
@@ -304,8 +293,8 @@ class Hl7Processor:
     def _merge(self, message: list[Segment], summary: Summary, stored: StoredMessage, context: _Context) -> str:
         pid = self._segment(message, "PID")
         mrg = self._segment(message, "MRG")
-        target = self._identifier(pid, 3, summary, context)
-        source = self._identifier(mrg, 1, summary, context)
+        target = self._identifier(pid, 3, context)
+        source = self._identifier(mrg, 1, context)
         actor, reason = self._actor(summary)
         target_ref = self._follow(PatientRef(target.value, target.issuer))
         source_ref = PatientRef(source.value, source.issuer)
@@ -320,8 +309,8 @@ class Hl7Processor:
     ) -> str:
         pid = self._segment(message, "PID")
         mrg = self._segment(message, "MRG")
-        new = self._identifier(pid, 3, summary, context)
-        old = self._identifier(mrg, 1, summary, context)
+        new = self._identifier(pid, 3, context)
+        old = self._identifier(mrg, 1, context)
         actor, reason = self._actor(summary)
         values = {"PatientID": new.value}
         if new.issuer != old.issuer:
@@ -352,7 +341,6 @@ class _FieldError(Exception):
         self.location = location
 
 
-def _tag(keyword: str) -> int:
-    from openpacs.domain.tags import tag_of
-
-    return tag_of(keyword)
+def _source(summary: Summary) -> str:
+    """What a status change records as its source: the message, e.g. "ORM^O01 1234"."""
+    return f"{summary.message_type}^{summary.trigger} {summary.control_id}"[:64]

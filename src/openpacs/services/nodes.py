@@ -9,7 +9,6 @@ configuration says otherwise.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 import socket
@@ -18,6 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
+from openpacs.domain.addresses import is_loopback
 from openpacs.domain.errors import Conflict, NotFound
 from openpacs.domain.records import Actor, Issuer, Node, Origin
 from openpacs.ports.index import AuditRecord, Index
@@ -45,16 +45,6 @@ class AccessDecision:
 
 log = logging.getLogger(__name__)
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a listening address is reachable from this machine only."""
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class NodeService:

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from openpacs.adapters.index import tables as t
+from openpacs.adapters.index.fast import aware
 from openpacs.domain.users import Role, User
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _user(row: Any) -> User:
@@ -25,8 +20,8 @@ def _user(row: Any) -> User:
         role=Role(row.role),
         must_change_password=row.must_change_password,
         disabled=row.disabled,
-        created_at=_aware(row.created_at),
-        last_login_at=_aware(row.last_login_at),
+        created_at=aware(row.created_at),
+        last_login_at=aware(row.last_login_at),
     )
 
 

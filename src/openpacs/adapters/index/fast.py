@@ -16,12 +16,22 @@ from __future__ import annotations
 import threading
 from collections import namedtuple
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from datetime import UTC, datetime
+from typing import Any, cast, overload
 
 import orjson
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
+
+
+@overload
+def aware(value: datetime) -> datetime: ...
+@overload
+def aware(value: None) -> None: ...
+def aware(value: datetime | None) -> datetime | None:
+    """A timestamp as read back, with its time zone: SQLite gives naive UTC datetimes."""
+    return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def json_value(value: Any) -> Any:

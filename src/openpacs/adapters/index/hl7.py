@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from openpacs.adapters.index import tables as t
-from openpacs.adapters.index.fast import FastStatements
+from openpacs.adapters.index.fast import FastStatements, aware
 from openpacs.domain.hl7 import MessageQuery, StoredMessage, Summary
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _message(row: Any) -> StoredMessage:
@@ -38,7 +34,7 @@ def _message(row: Any) -> StoredMessage:
         accession=row.accession,
         encoding="|^~\\&",
     )
-    received = _aware(row.received_at)
+    received = aware(row.received_at)
     assert received is not None
     return StoredMessage(
         direction=row.direction,
@@ -49,7 +45,7 @@ def _message(row: Any) -> StoredMessage:
         peer=row.peer,
         error=row.error,
         ack_code=row.ack_code,
-        processed_at=_aware(row.processed_at),
+        processed_at=aware(row.processed_at),
         pk=int(row.pk),
     )
 
@@ -64,7 +60,7 @@ _SUMMARY_COLUMNS = (
 class Hl7MessageTable:
     """The Hl7MessageStore port over one connection."""
 
-    def __init__(self, connection: Connection, fast: FastStatements | None = None) -> None:
+    def __init__(self, connection: Connection, fast: FastStatements) -> None:
         self.connection = connection
         self._fast = fast
 
@@ -100,9 +96,8 @@ class Hl7MessageTable:
                 patient_id=cut(s.patient_id, 200),
                 accession=cut(s.accession, 200),
             )
-        if self._fast is not None:  # the receive path: a prebuilt statement (adapters/index/fast.py)
-            return int(self._fast.execute(self.connection, _INSERT, values).scalar_one())
-        return int(self.connection.execute(_INSERT, values).scalar_one())
+        # the receive path: a prebuilt statement (adapters/index/fast.py)
+        return int(self._fast.execute(self.connection, _INSERT, values).scalar_one())
 
     def message(self, pk: int) -> StoredMessage | None:
         m = t.hl7_message

@@ -11,20 +11,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from openpacs.adapters.index import tables as t
-from openpacs.adapters.index.fast import json_value
+from openpacs.adapters.index.fast import aware, json_value
 from openpacs.domain.jobs import Job, JobKind, JobState, Parked
 from openpacs.domain.rules import Action, Condition, Rule, RuleEvent
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _queue_key(queue: str) -> int:
@@ -43,10 +39,10 @@ def _job(row: Any) -> Job:
         progress=json_value(row.progress) or {},
         attempts=row.attempts,
         last_error=row.last_error,
-        next_attempt_at=_aware(row.next_attempt_at),
-        created_at=_aware(row.created_at),
-        updated_at=_aware(row.updated_at),
-        finished_at=_aware(row.finished_at),
+        next_attempt_at=aware(row.next_attempt_at),
+        created_at=aware(row.created_at),
+        updated_at=aware(row.updated_at),
+        finished_at=aware(row.finished_at),
         holder=row.holder,
     )
 
@@ -305,7 +301,7 @@ class JobTable:
     def parked(self, pk: int) -> list[Parked]:
         p = t.job_parked
         rows = self.connection.execute(sa.select(p).where(p.c.job_pk == pk).order_by(p.c.pk))
-        return [Parked(pk, r.sop_instance_uid, r.status, r.reason, _aware(r.created_at)) for r in rows]  # type: ignore[arg-type]
+        return [Parked(pk, r.sop_instance_uid, r.status, r.reason, aware(r.created_at)) for r in rows]
 
     def counts(self) -> dict[str, int]:
         rows = self.connection.execute(sa.select(t.job.c.state, sa.func.count()).group_by(t.job.c.state))
@@ -351,8 +347,8 @@ class JobTable:
                 "kind": r.kind,
                 "message": r.message,
                 "details": json_value(r.details),
-                "created_at": _aware(r.created_at).isoformat(),  # type: ignore[union-attr]
-                "acknowledged_at": None if r.acknowledged_at is None else _aware(r.acknowledged_at).isoformat(),  # type: ignore[union-attr]
+                "created_at": aware(r.created_at).isoformat(),
+                "acknowledged_at": None if r.acknowledged_at is None else aware(r.acknowledged_at).isoformat(),
             }
             for r in self.connection.execute(select)
         ]
@@ -383,8 +379,8 @@ class RuleTable:
             priority=row.priority,
             description=row.description,
             pk=int(row.pk),
-            created_at=_aware(row.created_at),
-            updated_at=_aware(row.updated_at),
+            created_at=aware(row.created_at),
+            updated_at=aware(row.updated_at),
             source=row.source,
         )
 

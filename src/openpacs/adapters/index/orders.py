@@ -5,13 +5,14 @@ reports (tables ``imaging_order``, ``requested_procedure``, ``scheduled_step``,
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from openpacs.adapters.index import tables as t
+from openpacs.adapters.index.fast import aware
 from openpacs.domain.orders import (
     Code,
     OrderEntry,
@@ -22,10 +23,6 @@ from openpacs.domain.orders import (
     ReportRow,
     StepRow,
 )
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _step(row: Any, order_pk: int) -> StepRow:
@@ -40,7 +37,7 @@ def _step(row: Any, order_pk: int) -> StepRow:
         start_date=row.start_date,
         start_time=row.start_time,
         attrs=dict(row.attrs),
-        updated_at=_aware(row.updated_at),
+        updated_at=aware(row.updated_at),
     )
 
 
@@ -55,7 +52,7 @@ def _procedure(row: Any) -> ProcedureRow:
         code=Code.from_json(row.code),
         priority=row.priority,
         status=row.status,
-        status_at=_aware(row.status_at),
+        status_at=aware(row.status_at),
     )
 
 
@@ -73,8 +70,8 @@ def _order(row: Any) -> OrderRow:
         priority=row.priority,
         department=row.department,
         requesting_physician=row.requesting_physician,
-        created_at=_aware(row.created_at),
-        updated_at=_aware(row.updated_at),
+        created_at=aware(row.created_at),
+        updated_at=aware(row.updated_at),
         message_pk=None if row.message_pk is None else int(row.message_pk),
     )
 
@@ -103,7 +100,7 @@ def _report(row: Any) -> ReportRow:
         procedure_pk=None if row.procedure_pk is None else int(row.procedure_pk),
         sender=row.sender,
         message_pk=None if row.message_pk is None else int(row.message_pk),
-        received_at=_aware(row.received_at),
+        received_at=aware(row.received_at),
         sop_instance_uid=row.sop_instance_uid,
     )
 
@@ -255,7 +252,7 @@ class OrderTable:
     def procedure_history(self, pk: int) -> list[dict[str, Any]]:
         h = t.procedure_status
         rows = self.connection.execute(sa.select(h).where(h.c.procedure_pk == pk).order_by(h.c.pk))
-        return [{"status": r.status, "at": _aware(r.at).isoformat(), "source": r.source} for r in rows]
+        return [{"status": r.status, "at": aware(r.at).isoformat(), "source": r.source} for r in rows]
 
     def procedure(self, pk: int) -> ProcedureRow | None:
         p = t.requested_procedure

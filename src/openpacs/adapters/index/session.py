@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,7 +15,7 @@ from openpacs.adapters.index import statements as q
 from openpacs.adapters.index import tables as t
 from openpacs.adapters.index.accounts import Accounts
 from openpacs.adapters.index.commitment import CommitmentTable, DerivedTable
-from openpacs.adapters.index.fast import FastStatements, json_value
+from openpacs.adapters.index.fast import FastStatements, aware, json_value
 from openpacs.adapters.index.hl7 import Hl7MessageTable
 from openpacs.adapters.index.jobs import JobTable, RuleTable
 from openpacs.adapters.index.migration import MigrationTable
@@ -52,10 +52,6 @@ from openpacs.ports.index import (
     StudyRow,
     iter_chunks,
 )
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class SqlIndexSession:
@@ -505,7 +501,7 @@ class SqlIndexSession:
         if r is None:
             return None
         found = Conflict(r.kind, r.patient_pk, r.study_instance_uid, r.sop_instance_uid, json_value(r.details), r.pk)
-        return found, _aware(r.resolved_at) if r.resolved_at is not None else None
+        return found, aware(r.resolved_at) if r.resolved_at is not None else None
 
     def set_conflict_resolved(self, pk: int, resolved_at: datetime | None) -> None:
         c = t.identity_conflict
@@ -516,7 +512,7 @@ class SqlIndexSession:
     def changes_since(self, seq: int, limit: int) -> list[Change]:
         c = t.changes
         rows = self.connection.execute(sa.select(c).where(c.c.seq > seq).order_by(c.c.seq).limit(limit))
-        return [Change(r.seq, r.change_type, Level(r.level), r.resource, _aware(r.time)) for r in rows]
+        return [Change(r.seq, r.change_type, Level(r.level), r.resource, aware(r.time)) for r in rows]
 
     def last_change_seq(self) -> int:
         value = self.connection.execute(
@@ -545,7 +541,7 @@ class SqlIndexSession:
         out = []
         for r in rows:
             entry = dict(r._mapping)
-            entry["time"] = _aware(entry["time"])
+            entry["time"] = aware(entry["time"])
             entry["resources"], entry["details"] = json_value(entry["resources"]), json_value(entry["details"])
             out.append(entry)
         return out
@@ -562,7 +558,7 @@ class SqlIndexSession:
         rows = self.connection.execute(
             sa.select(pd).where(pd.c.not_before <= now).order_by(pd.c.not_before).limit(limit)
         )
-        return [PendingDeletion(r.pk, r.store, r.key, _aware(r.not_before), r.reason) for r in rows]
+        return [PendingDeletion(r.pk, r.store, r.key, aware(r.not_before), r.reason) for r in rows]
 
     def remove_pending_deletions(self, pks: Sequence[int]) -> None:
         if pks:

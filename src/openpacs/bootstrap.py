@@ -20,6 +20,7 @@ from openpacs.adapters.index.engine import SqlIndex
 from openpacs.adapters.storage.filesystem import FilesystemBlobStore
 from openpacs.dicomweb.peer import StowClient
 from openpacs.dimse.commitment import CommitmentScu
+from openpacs.dimse.negotiation import is_storage_sop_class
 from openpacs.dimse.peer import DimsePeer
 from openpacs.dimse.scp import DimseServices
 from openpacs.dimse.server import DimseConfig, DimseServer
@@ -36,6 +37,7 @@ from openpacs.ports.peers import Hl7Peer
 from openpacs.services.archive import ArchiveService
 from openpacs.services.commit import GroupCommitter
 from openpacs.services.commitment import CommitmentService
+from openpacs.services.commitment_scp import CommitmentScpService
 from openpacs.services.deletion import DeletionService
 from openpacs.services.derive import DerivationService
 from openpacs.services.forwarding import ForwardExecutor
@@ -46,6 +48,7 @@ from openpacs.services.importer import ImportService
 from openpacs.services.ingest import IngestPolicy, IngestService
 from openpacs.services.jobs import Executor, JobRunner, JobService, JobSettings
 from openpacs.services.migration import MigrationService
+from openpacs.services.mpps import MppsService
 from openpacs.services.network import NetworkService
 from openpacs.services.nodes import NodeService
 from openpacs.services.orders import OrderService
@@ -62,6 +65,8 @@ from openpacs.services.routing import RoutingService
 from openpacs.services.routing import RoutingSettings as RoutingServiceSettings
 from openpacs.services.sweeper import SweeperService
 from openpacs.services.users import LoginPolicy, UserService
+from openpacs.services.workflow import WorkflowService
+from openpacs.services.worklist import WorklistService
 from openpacs.settings import Settings, default_viewer_dir
 
 log = logging.getLogger("openpacs")
@@ -106,6 +111,10 @@ class Application:
     hl7_processor: Hl7Processor
     orders: OrderService
     hl7_outbound: Hl7OutboundService
+    worklist: WorklistService
+    mpps: MppsService
+    commitment_scp: CommitmentScpService
+    workflow: WorkflowService
     _closed: bool = field(default=False)
 
     def close(self) -> None:
@@ -248,6 +257,16 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
         runner.wake,
     )
     executors[JobKind.HL7_SEND] = hl7_outbound.execute
+    commitment_scp = CommitmentScpService(
+        index,
+        CommitmentScu(
+            ae_title=settings.ae_title, max_pdu=settings.dicom.max_pdu_length, timeout=settings.dicom.dimse_timeout
+        ),
+        clock=utcnow,
+        is_storage_class=is_storage_sop_class,
+        wake=runner.wake,
+    )
+    executors[JobKind.COMMITMENT_REPORT] = commitment_scp.execute
     return Application(
         settings=settings,
         index=index,
@@ -315,6 +334,10 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
         ),
         orders=orders,
         hl7_outbound=hl7_outbound,
+        worklist=WorklistService(index, orders, clock=utcnow, retention_days=settings.workflow.worklist_retention_days),
+        mpps=MppsService(index, clock=utcnow),
+        commitment_scp=commitment_scp,
+        workflow=WorkflowService(index, clock=utcnow),
     )
 
 
@@ -434,7 +457,7 @@ def change_feed_duty(app: Application) -> LeasedDuty:
     def dispatch() -> bool:
         app.routing.mark_stable()
         routed = app.routing.consume()
-        return bool(app.hl7_outbound.consume() + routed)
+        return bool(app.hl7_outbound.consume() + app.workflow.consume() + routed)
 
     return LeasedDuty(app, "change-feed", dispatch)
 
@@ -543,7 +566,14 @@ def dimse_server(app: Application) -> DimseServer:
             reuse_port=settings.dicom.reuse_port,
         ),
         DimseServices(
-            nodes=app.nodes, ingest=app.ingest, query=app.query, retrieve=app.retrieve, commitments=app.commitments
+            nodes=app.nodes,
+            ingest=app.ingest,
+            query=app.query,
+            retrieve=app.retrieve,
+            commitments=app.commitments,
+            worklist=app.worklist,
+            mpps=app.mpps,
+            commitment_scp=app.commitment_scp,
         ),
     )
 
@@ -585,6 +615,7 @@ def http_app(app: Application, dicom_port: int) -> Any:
             migration=app.migration,
             hl7=app.hl7,
             orders=app.orders,
+            worklist=app.worklist,
         )
     )
 

@@ -170,6 +170,25 @@ class RoutingSettings(BaseModel):
     )
 
 
+class WorkflowSettings(BaseModel):
+    """The radiology workflow (issue 7): worklist, MPPS, storage commitment, availability."""
+
+    worklist_retention_days: int = Field(
+        30,
+        ge=0,
+        description="Worklist entries leave the worklist this many days after their scheduled date, or once"
+        " their step is completed or discontinued (0: only when completed or discontinued).",
+    )
+    mpps_forward_nodes: list[str] = Field(
+        default_factory=list, description="Nodes (by name) that receive a copy of every MPPS N-CREATE and N-SET."
+    )
+    availability_nodes: list[str] = Field(
+        default_factory=list,
+        description="Nodes (by name) sent an Instance Availability Notification when a study becomes complete"
+        " (stable) or when instances become unavailable (rejection, deletion).",
+    )
+
+
 class Hl7SenderSettings(BaseModel):
     """One sending system (an ``[[hl7.senders]]`` entry): who it is and how it is treated."""
 
@@ -391,6 +410,7 @@ class Settings(BaseSettings):
     routing: RoutingSettings = Field(default_factory=RoutingSettings, description="Routing and jobs.")  # type: ignore[arg-type]
     hl7: Hl7Settings = Field(default_factory=Hl7Settings, description="The HL7 interface.")  # type: ignore[arg-type]
     routes: list[RouteSeed] = Field(default_factory=list, description="Routing rules seeded on start.")
+    workflow: WorkflowSettings = Field(default_factory=WorkflowSettings, description="Radiology workflow.")  # type: ignore[arg-type]
 
     @field_validator("ae_title")
     @classmethod

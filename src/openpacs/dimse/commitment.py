@@ -45,6 +45,49 @@ def action_information(transaction_uid: str, refs: Sequence[tuple[str, str]]) ->
     }
 
 
+def event_information(result: CommitmentResult, retrieve_ae_title: str = "") -> dict[str, Any]:
+    """An N-EVENT-REPORT's Event Information (PS3.4 J.3.3.1.1) as DICOM JSON."""
+    info: dict[str, Any] = {_TRANSACTION_UID: {"vr": "UI", "Value": [result.transaction_uid]}}
+    if retrieve_ae_title and result.committed:
+        info["00080054"] = {"vr": "AE", "Value": [retrieve_ae_title]}
+    if result.committed:
+        info[_REFERENCED_SOP_SEQUENCE] = action_information("", result.committed)[_REFERENCED_SOP_SEQUENCE]
+    if result.failed:
+        info[_FAILED_SOP_SEQUENCE] = {
+            "vr": "SQ",
+            "Value": [
+                {
+                    _REFERENCED_SOP_CLASS: {"vr": "UI", "Value": [c] if c else []},
+                    _REFERENCED_SOP_INSTANCE: {"vr": "UI", "Value": [u] if u else []},
+                    _FAILURE_REASON: {"vr": "US", "Value": [r]},
+                }
+                for c, u, r in result.failed
+            ],
+        }
+    return info
+
+
+def parse_action_information(info: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
+    """An N-ACTION's Action Information (PS3.4 J.3.2.1.1): Transaction UID and references."""
+    refs = [
+        (dj.text(i, _REFERENCED_SOP_CLASS).strip(), dj.text(i, _REFERENCED_SOP_INSTANCE).strip())
+        for i in dj.items(info, _REFERENCED_SOP_SEQUENCE)
+    ]
+    return dj.text(info, _TRANSACTION_UID).strip(), refs
+
+
+def event_report_command(message_id: int, result: CommitmentResult) -> dict[str, Any]:
+    """The N-EVENT-REPORT-RQ command of a commitment result (Event Type 1 or 2)."""
+    return {
+        "CommandField": cmd.N_EVENT_REPORT_RQ,
+        "MessageID": message_id,
+        "AffectedSOPClassUID": STORAGE_COMMITMENT_PUSH,
+        "AffectedSOPInstanceUID": STORAGE_COMMITMENT_INSTANCE,
+        "EventTypeID": result.event_type,
+        "CommandDataSetType": cmd.HAS_DATA_SET,
+    }
+
+
 def parse_event_information(info: dict[str, Any]) -> CommitmentResult:
     """An N-EVENT-REPORT's Event Information (PS3.4 J.3.3.1.1)."""
 
@@ -134,6 +177,45 @@ class CommitmentScu:
         except (Aborted, ProtocolError, TimeoutError, OSError):
             assoc.abort()
         return result
+
+    def report(self, peer: PeerAddress, result: CommitmentResult) -> None:
+        """Send a commitment result on an association of ours, proposing the SCP role of
+        Storage Commitment Push Model (PS3.4 J.3.3); raises PeerError when it is not taken."""
+        try:
+            assoc = request(
+                peer.host,
+                peer.port,
+                calling_ae=self.ae_title,
+                called_ae=peer.ae_title,
+                contexts=[(STORAGE_COMMITMENT_PUSH, (tsx.EXPLICIT_LE, tsx.IMPLICIT_LE))],
+                max_pdu=self.max_pdu,
+                timeout=self.timeout,
+                scp_roles=frozenset({STORAGE_COMMITMENT_PUSH}),
+            )
+        except AssociationFailed as exc:
+            raise PeerError(str(exc)) from exc
+        try:
+            offered = assoc.contexts_for(STORAGE_COMMITMENT_PUSH)
+            if not offered:
+                raise PeerError(f"{peer} does not accept Storage Commitment Push Model")
+            context = offered[0]
+            data = encode_identifier(event_information(result, self.ae_title), context.transfer_syntax, [])
+            assoc.send(context.id, event_report_command(1, result), data)
+            reply = self._receive(assoc, peer)
+            if int(reply.command.get("CommandField", 0)) != cmd.N_EVENT_REPORT_RSP:
+                raise PeerError(f"{peer} answered the commitment report with {reply.command.get('CommandField')}")
+            status = int(reply.command.get("Status", 0xC000))
+            if status != 0:
+                raise PeerError(f"{peer} refused the commitment report: 0x{status:04X}")
+        except (PeerError, ReleaseRequested, OSError) as exc:
+            assoc.abort()
+            if isinstance(exc, PeerError):
+                raise
+            raise PeerError(f"{peer} ended the association: {exc}") from exc
+        try:
+            assoc.release(self.timeout)
+        except (Aborted, ProtocolError, TimeoutError, OSError):
+            assoc.abort()
 
     @staticmethod
     def answer(assoc: Association, event: Any) -> CommitmentResult:

@@ -45,11 +45,15 @@ QUERY_RETRIEVE = frozenset(
 )
 COMMAND_SYNTAXES = (tsx.EXPLICIT_LE, tsx.IMPLICIT_LE, tsx.EXPLICIT_BE, tsx.DEFLATED_LE)
 STORAGE_COMMITMENT_PUSH = "1.2.840.10008.1.20.1"
+MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
+MODALITY_PERFORMED_PROCEDURE_STEP = "1.2.840.10008.3.1.2.3.3"
+#: normalized and worklist services: command-like data sets in any uncompressed syntax
+WORKFLOW_SERVICES = frozenset({MODALITY_WORKLIST_FIND, MODALITY_PERFORMED_PROCEDURE_STEP})
 
 
 def is_storage_sop_class(uid: str) -> bool:
     """A storage SOP class pynetdicom knows, or an unknown one (taken as storage, e.g. private)."""
-    if uid in QUERY_RETRIEVE or uid in (VERIFICATION, STORAGE_COMMITMENT_PUSH):
+    if uid in QUERY_RETRIEVE or uid in WORKFLOW_SERVICES or uid in (VERIFICATION, STORAGE_COMMITMENT_PUSH):
         return False
     service = sop_class.uid_to_service_class(uid)
     return service is StorageServiceClass or service is ServiceClass
@@ -118,11 +122,12 @@ def supported_contexts(requested: list[PresentationContext]) -> list[Presentatio
         order.extend(str(ts) for ts in cx.transfer_syntax if str(ts) not in order)
     supported: list[PresentationContext] = []
     for abstract, order in proposed.items():
-        if abstract == VERIFICATION or abstract in QUERY_RETRIEVE:
+        if abstract == VERIFICATION or abstract in QUERY_RETRIEVE or abstract in WORKFLOW_SERVICES:
             ours: tuple[str, ...] = COMMAND_SYNTAXES
             roles = False
         elif abstract == STORAGE_COMMITMENT_PUSH:
-            # a node we asked for commitment reports on an association of its own, as SCP (PS3.4 J.3.3)
+            # a modality asks us to commit (we are SCP), and a node we asked for commitment reports
+            # on an association of its own (it is SCP, we accept the SCU role; PS3.4 J.3.3)
             ours = COMMAND_SYNTAXES
             roles = True
         elif is_storage_sop_class(abstract):

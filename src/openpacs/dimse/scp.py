@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,8 @@ from openpacs.dimse import pdu
 from openpacs.dimse.association import Aborted, Association, Message, ReleaseRequested
 from openpacs.dimse.identifiers import answer_charset, decode_identifier, encode_identifier
 from openpacs.dimse.negotiation import (
+    MODALITY_PERFORMED_PROCEDURE_STEP,
+    MODALITY_WORKLIST_FIND,
     PATIENT_ROOT_FIND,
     PATIENT_ROOT_GET,
     PATIENT_ROOT_MOVE,
@@ -30,11 +33,14 @@ from openpacs.domain.part10 import encode_file_meta
 from openpacs.domain.records import Origin, StoreStatus
 from openpacs.ports.peers import SendResult
 from openpacs.services.commitment import CommitmentService
+from openpacs.services.commitment_scp import CommitmentScpService
 from openpacs.services.ingest import IngestService
+from openpacs.services.mpps import MppsService
 from openpacs.services.nodes import AccessDecision, NodeService, Service
 from openpacs.services.outbound import CannotEncode
 from openpacs.services.query import QueryService
 from openpacs.services.retrieve import RetrieveService
+from openpacs.services.worklist import WorklistService
 
 log = logging.getLogger("openpacs.dimse")
 
@@ -46,6 +52,7 @@ UNABLE_TO_PROCESS = 0xC000
 PROCESSING_FAILURE = 0x0110
 NOT_AUTHORIZED = 0x0124
 UNRECOGNIZED_OPERATION = 0x0211
+NO_SUCH_SOP_CLASS = 0x0118
 SUBOPERATIONS_FAILED = 0xA702
 
 
@@ -58,6 +65,9 @@ class DimseServices:
     query: QueryService
     retrieve: RetrieveService
     commitments: CommitmentService | None = None
+    worklist: WorklistService | None = None
+    mpps: MppsService | None = None
+    commitment_scp: CommitmentScpService | None = None
 
 
 @dataclass
@@ -70,7 +80,7 @@ class AssociationLog:
     def summary(self) -> str:
         """'C-STORE 12 (12 stored), C-FIND 1' style text."""
         parts = []
-        for op in ("C-ECHO", "C-STORE", "C-FIND", "C-MOVE", "C-GET", "N-EVENT-REPORT"):
+        for op in ("C-ECHO", "C-STORE", "C-FIND", "C-MOVE", "C-GET", "N-CREATE", "N-SET", "N-ACTION", "N-EVENT-REPORT"):
             total = self.counts.get(op, 0)
             if not total:
                 continue
@@ -95,6 +105,7 @@ class ScpSession:
         self.origin = origin
         self.log = AssociationLog()
         self._cancelled: set[int] = set()
+        self._ending = ""  # set when a handler saw the association end
 
     def _store_prefix(self, context_id: int, command: dict[str, Any]) -> bytes:
         """The File Meta Information synthesised for a C-STORE's data set (PS3.10 7.1)."""
@@ -110,14 +121,6 @@ class ScpSession:
 
     def run(self) -> str:
         """Serve messages; returns how the association ended ('released', 'aborted', ...)."""
-        handlers = {
-            cmd.C_ECHO_RQ: self.handle_c_echo,
-            cmd.C_STORE_RQ: self.handle_c_store,
-            cmd.C_FIND_RQ: self.handle_c_find,
-            cmd.C_MOVE_RQ: self.handle_c_move,
-            cmd.C_GET_RQ: self.handle_c_get,
-            cmd.N_EVENT_REPORT_RQ: self.handle_n_event_report,
-        }
         while True:
             try:
                 msg = self.assoc.receive(prefix=self._store_prefix)
@@ -135,28 +138,46 @@ class ScpSession:
             except TimeoutError:
                 self.assoc.abort(0x00)
                 return "aborted by us (network timeout)"
-            field_ = int(msg.command.get("CommandField", 0))
-            handler = handlers.get(field_)
-            if field_ == cmd.C_CANCEL_RQ:
-                continue  # a cancel for an operation that has already finished
-            if handler is None:
-                self._respond(msg, field_ | 0x8000, UNRECOGNIZED_OPERATION, "operation not supported")
-                continue
-            try:
-                handler(msg)
-            except TimeoutError:
-                self.assoc.abort(0x00)
-                return "aborted by us (network timeout)"
-            except pdu.ProtocolError as exc:
-                self.assoc.abort(0x02)
-                return f"aborted by us (protocol error: {exc})"
-            except Aborted as exc:
-                self.assoc.pdus.close()
-                return f"aborted ({exc})"
-            except ReleaseRequested:
-                self.assoc.send_release_rp()
-                self.assoc.pdus.close()
-                return "released"
+            ending = self._serve(msg)
+            if ending:
+                return ending
+
+    def _serve(self, msg: Message) -> str:
+        """Handle one message; how the association ended, or '' while it goes on."""
+        handlers = {
+            cmd.C_ECHO_RQ: self.handle_c_echo,
+            cmd.C_STORE_RQ: self.handle_c_store,
+            cmd.C_FIND_RQ: self.handle_c_find,
+            cmd.C_MOVE_RQ: self.handle_c_move,
+            cmd.C_GET_RQ: self.handle_c_get,
+            cmd.N_EVENT_REPORT_RQ: self.handle_n_event_report,
+            cmd.N_CREATE_RQ: self.handle_n_create,
+            cmd.N_SET_RQ: self.handle_n_set,
+            cmd.N_ACTION_RQ: self.handle_n_action,
+        }
+        field_ = int(msg.command.get("CommandField", 0))
+        handler = handlers.get(field_)
+        if field_ == cmd.C_CANCEL_RQ:
+            return ""  # a cancel for an operation that has already finished
+        if handler is None:
+            self._respond(msg, field_ | 0x8000, UNRECOGNIZED_OPERATION, "operation not supported")
+            return ""
+        try:
+            handler(msg)
+        except TimeoutError:
+            self.assoc.abort(0x00)
+            return "aborted by us (network timeout)"
+        except pdu.ProtocolError as exc:
+            self.assoc.abort(0x02)
+            return f"aborted by us (protocol error: {exc})"
+        except Aborted as exc:
+            self.assoc.pdus.close()
+            return f"aborted ({exc})"
+        except ReleaseRequested:
+            self.assoc.send_release_rp()
+            self.assoc.pdus.close()
+            return "released"
+        return self._ending
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -236,6 +257,119 @@ class ScpSession:
             status = PROCESSING_FAILURE
         self._respond(msg, cmd.N_EVENT_REPORT_RSP, status, "unknown transaction" if status else "", fields=fields)
 
+    # -- N-CREATE, N-SET: Modality Performed Procedure Step ------------------------------------
+
+    def _normalized_data(self, msg: Message) -> dict[str, Any]:
+        context = self.assoc.contexts[msg.context_id]
+        return decode_identifier(msg.data or b"", context.transfer_syntax) if msg.data else {}
+
+    def handle_n_create(self, msg: Message) -> None:
+        """MPPS N-CREATE (PS3.4 F.7.2.1): the step is created IN PROGRESS."""
+        self.log.counts["N-CREATE"] += 1
+        context = self.assoc.contexts[msg.context_id]
+        uid = str(msg.command.get("AffectedSOPInstanceUID", ""))
+        fields = {"AffectedSOPInstanceUID": uid or None}
+        if context.abstract_syntax != MODALITY_PERFORMED_PROCEDURE_STEP or self.services.mpps is None:
+            self._respond(msg, cmd.N_CREATE_RSP, NO_SUCH_SOP_CLASS, "N-CREATE is served for MPPS only", fields=fields)
+            return
+        if not self._allowed(Service.STORE):
+            self._respond(msg, cmd.N_CREATE_RSP, NOT_AUTHORIZED, "this node may not report procedures", fields=fields)
+            return
+        try:
+            uid = self.services.mpps.create(uid, self._normalized_data(msg), self.assoc.info.calling_ae)
+        except Exception as exc:
+            status, reason = _status_of(exc)
+            log.warning("MPPS N-CREATE from %s refused (0x%04X): %s", self.origin.actor.id, status, reason)
+            self.log.counts["N-CREATE:refused"] += 1
+            self._respond(msg, cmd.N_CREATE_RSP, status, reason, fields=fields)
+            return
+        self._respond(msg, cmd.N_CREATE_RSP, SUCCESS, fields={"AffectedSOPInstanceUID": uid})
+
+    def handle_n_set(self, msg: Message) -> None:
+        """MPPS N-SET (PS3.4 F.7.2.2): changes while IN PROGRESS; COMPLETED and DISCONTINUED are final."""
+        self.log.counts["N-SET"] += 1
+        context = self.assoc.contexts[msg.context_id]
+        uid = str(msg.command.get("RequestedSOPInstanceUID", ""))
+        fields = {"AffectedSOPClassUID": context.abstract_syntax, "AffectedSOPInstanceUID": uid or None}
+        if context.abstract_syntax != MODALITY_PERFORMED_PROCEDURE_STEP or self.services.mpps is None:
+            self._respond(msg, cmd.N_SET_RSP, NO_SUCH_SOP_CLASS, "N-SET is served for MPPS only", fields=fields)
+            return
+        if not self._allowed(Service.STORE):
+            self._respond(msg, cmd.N_SET_RSP, NOT_AUTHORIZED, "this node may not report procedures", fields=fields)
+            return
+        try:
+            self.services.mpps.set(uid, self._normalized_data(msg), self.assoc.info.calling_ae)
+        except Exception as exc:
+            status, reason = _status_of(exc)
+            log.warning("MPPS N-SET from %s refused (0x%04X): %s", self.origin.actor.id, status, reason)
+            self.log.counts["N-SET:refused"] += 1
+            self._respond(msg, cmd.N_SET_RSP, status, reason, fields=fields)
+            return
+        self._respond(msg, cmd.N_SET_RSP, SUCCESS, fields=fields)
+
+    # -- N-ACTION: Storage Commitment Push Model, we are the SCP --------------------------------
+
+    def handle_n_action(self, msg: Message) -> None:
+        """Storage commitment request (PS3.4 J.3.2): answered, then reported (J.3.3) on this
+        association, or later on one of ours when this one is gone."""
+        from openpacs.dimse.commitment import event_information, event_report_command, parse_action_information
+        from openpacs.domain.commitment import STORAGE_COMMITMENT_INSTANCE, STORAGE_COMMITMENT_PUSH
+
+        self.log.counts["N-ACTION"] += 1
+        context = self.assoc.contexts[msg.context_id]
+        fields = {
+            "AffectedSOPClassUID": context.abstract_syntax,
+            "AffectedSOPInstanceUID": str(msg.command.get("RequestedSOPInstanceUID", "")) or None,
+            "ActionTypeID": msg.command.get("ActionTypeID"),
+        }
+        service = self.services.commitment_scp
+        if context.abstract_syntax != STORAGE_COMMITMENT_PUSH or service is None:
+            self._respond(msg, cmd.N_ACTION_RSP, NO_SUCH_SOP_CLASS, "N-ACTION is served for storage commitment only",
+                          fields=fields)  # fmt: skip
+            return
+        if not self._allowed(Service.STORE):
+            self._respond(msg, cmd.N_ACTION_RSP, NOT_AUTHORIZED, "this node may not ask for commitment", fields=fields)
+            return
+        if int(msg.command.get("ActionTypeID", 0)) != 1:
+            self._respond(msg, cmd.N_ACTION_RSP, 0x0123, "no such action type (1: request commitment)", fields=fields)
+            return
+        if str(msg.command.get("RequestedSOPInstanceUID", "")) != STORAGE_COMMITMENT_INSTANCE:
+            self._respond(msg, cmd.N_ACTION_RSP, 0x0117, "not the well-known commitment instance", fields=fields)
+            return
+        try:
+            transaction, refs = parse_action_information(self._normalized_data(msg))
+            result = service.request(transaction, refs, self.assoc.info.calling_ae, self.origin.actor.address)
+        except Exception as exc:
+            status, reason = _status_of(exc)
+            log.warning("storage commitment from %s refused (0x%04X): %s", self.origin.actor.id, status, reason)
+            self.log.counts["N-ACTION:refused"] += 1
+            self._respond(msg, cmd.N_ACTION_RSP, status, reason, fields=fields)
+            return
+        self._respond(msg, cmd.N_ACTION_RSP, SUCCESS, fields=fields)
+        self.log.counts["N-ACTION:committed"] += len(result.committed)
+        self.log.counts["N-ACTION:failed"] += len(result.failed)
+        message_id = self.assoc.next_message_id()
+        try:
+            data = encode_identifier(event_information(result, self.assoc.info.called_ae), context.transfer_syntax, [])
+            self.assoc.send(msg.context_id, event_report_command(message_id, result), data)
+            while True:
+                reply = self.assoc.receive(prefix=self._store_prefix)
+                if (
+                    reply.command.get("CommandField") == cmd.N_EVENT_REPORT_RSP
+                    and reply.command.get("MessageIDBeingRespondedTo") == message_id
+                ):
+                    break
+                self._serve(reply)  # a request that crossed our report
+                if self._ending:
+                    raise Aborted(self._ending)
+        except (ReleaseRequested, Aborted, TimeoutError, OSError, pdu.ProtocolError) as exc:
+            service.deliver_later(result.transaction_uid, f"association ended before the report ({exc})")
+            raise
+        status = int(reply.command.get("Status", 0xC000))
+        if status != SUCCESS:
+            log.warning("%s answered the commitment report with 0x%04X", self.origin.actor.id, status)
+        service.reported(result.transaction_uid)
+
     # -- C-STORE --------------------------------------------------------------------------
 
     def handle_c_store(self, msg: Message) -> None:
@@ -277,17 +411,25 @@ class ScpSession:
             self._respond(msg, cmd.C_FIND_RSP, NOT_AUTHORIZED, "this node may not query")
             return
         context = self.assoc.contexts[msg.context_id]
-        model = Model.PATIENT_ROOT if context.abstract_syntax == PATIENT_ROOT_FIND else Model.STUDY_ROOT
+        worklist = context.abstract_syntax == MODALITY_WORKLIST_FIND
         try:
             identifier = self._identifier(msg)
-            query = self.services.query.parse(identifier, model)
+            if worklist:
+                if self.services.worklist is None:
+                    raise OpenPacsError("the worklist is not served here")
+                answers: Generator[dict[str, Any]] = self.services.worklist.find(
+                    self.services.worklist.parse(identifier)
+                )
+            else:
+                model = Model.PATIENT_ROOT if context.abstract_syntax == PATIENT_ROOT_FIND else Model.STUDY_ROOT
+                query = self.services.query.parse(identifier, model)
+                answers = self.services.query.find(query, self.origin.actor)
         except Exception as exc:
             status, reason = _status_of(exc)
             self.log.counts["C-FIND:refused"] += 1
             self._respond(msg, cmd.C_FIND_RSP, status if status != PROCESSING_FAILURE else UNABLE_TO_PROCESS, reason)
             return
         requested = [str(v) for v in dj.values(identifier, "00080005") if v]
-        answers = self.services.query.find(query, self.origin.actor)
         count = 0
         try:
             for answer in answers:
@@ -308,7 +450,7 @@ class ScpSession:
             status, reason = _status_of(exc)
             self._respond(msg, cmd.C_FIND_RSP, UNABLE_TO_PROCESS, reason)
             return
-        self.log.counts["C-FIND:answers"] += count
+        self.log.counts["C-FIND:answers" if not worklist else "C-FIND:worklist items"] += count
         self._respond(msg, cmd.C_FIND_RSP, SUCCESS)
 
     # -- C-MOVE ---------------------------------------------------------------------------

@@ -150,3 +150,15 @@ class CannotDerive(OpenPacsError):
 
 class NoPixelData(CannotDerive):
     """Not an image (a report, a presentation state...): nothing to compress, it goes as it is."""
+
+
+class NormalizedError(OpenPacsError):
+    """A refused N-CREATE, N-SET or N-ACTION (PS3.7 C: 0x0106 invalid attribute value, 0x0110
+    processing failure, 0x0111 duplicate SOP instance, 0x0112 no such SOP instance, 0x0120
+    missing attribute, 0x0121 missing attribute value)."""
+
+    http_status = 409
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.dimse_status = status

@@ -34,6 +34,7 @@ class JobKind(StrEnum):
     PREFETCH = "prefetch"  # a patient's prior studies from another PACS, chosen by C-FIND
     MIGRATE = "migrate"  # an old archive (a node, or a folder tree), study by study, then verified
     HL7_SEND = "hl7-send"  # the queued HL7 messages of one destination, in order
+    COMMITMENT_REPORT = "commitment-report"  # a storage commitment result, on an association of ours
 
 
 @dataclass

@@ -109,6 +109,7 @@ class StepEntry:
     description: str = ""
     protocol_code: Code | None = None
     status: str = SCHEDULED
+    item: dict[str, Any] | None = None  # a worklist item given whole (import, REST): kept as given
 
 
 @dataclass

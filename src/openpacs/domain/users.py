@@ -32,11 +32,13 @@ class Permission(StrEnum):
     RECONCILE = "reconcile"  # corrections of identity (openpacs qa, /api/qa)
     ROUTING = "routing"  # routing rules, jobs and alerts (/api/routes, /api/jobs, /api/alerts)
     HL7 = "hl7"  # the HL7 message store (/api/hl7)
+    WORKFLOW = "workflow"  # worklist entries, procedure status, workflow rules (/api/worklist, /api/workflow)
+    READING = "reading"  # reading worklists: saved filters, claim and release of studies (/api/reading)
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
-    Role.RADIOLOGIST: frozenset({Permission.READ}),
+    Role.RADIOLOGIST: frozenset({Permission.READ, Permission.READING}),
     Role.TECHNOLOGIST: frozenset({Permission.READ, Permission.STORE, Permission.ECHO}),
     Role.VIEWER: frozenset({Permission.READ}),
     Role.INTEGRATION: frozenset({Permission.READ, Permission.STORE, Permission.CHANGES}),

@@ -24,6 +24,7 @@ from openpacs.services.rendering import RenderService
 from openpacs.services.retrieve import RetrieveService
 from openpacs.services.routing import RoutingService
 from openpacs.services.users import UserService
+from openpacs.services.worklist import WorklistService
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class HttpServices:
     migration: MigrationService
     hl7: Hl7MessageService
     orders: OrderService
+    worklist: WorklistService
 
 
 def services(request: Request) -> HttpServices:

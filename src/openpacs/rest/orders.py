@@ -1,7 +1,8 @@
 """Orders, the worklist and reports under /api/orders, /api/worklist, /api/reports.
 
 Orders and worklist entries come from HL7 ORM/OMI messages; reports from ORU^R01. Reading
-them needs the read permission (radiologists and technologists read them every day).
+them needs the read permission (radiologists and technologists read them every day). Worklist
+entries can also be added, changed and cancelled here (the workflow permission).
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
 
 from openpacs.domain.orders import PROCEDURE_STATUSES, STEP_STATUSES
 from openpacs.domain.users import Permission
@@ -111,3 +113,63 @@ async def content(report_id: Annotated[int, Path(ge=1, le=2**62)], request: Requ
     return Response(
         found.entry.content, media_type=media, headers={"Content-Disposition": f"inline; filename=report-{report_id}"}
     )
+
+
+Scheduler = Annotated[Principal, Depends(require(Permission.WORKFLOW))]
+EntryId = Annotated[int, Path(ge=1, le=2**62)]
+ItemBody = Annotated[
+    dict[str, Any],
+    Body(
+        description="The worklist item as DICOM JSON (PS3.18 F.2): patient, requested procedure and one"
+        " Scheduled Procedure Step Sequence (0040,0100) item (PS3.4 K.6.1)."
+    ),
+]
+
+
+class StatusBody(BaseModel):
+    status: Annotated[str, Field(max_length=16, description=f"One of {', '.join(STEP_STATUSES)}.")]
+
+
+@router.post("/api/worklist", status_code=201, summary="Add a worklist entry from a DICOM JSON worklist item")
+async def create_entry(item: ItemBody, request: Request, caller: Scheduler) -> dict[str, Any]:
+    checked = check_item(item)
+    found = await run_in_threadpool(services(request).worklist.create, checked, caller.actor)
+    return {"items": [s.to_json() for s in found]}
+
+
+@router.get("/api/worklist/{entry_id}", summary="A worklist entry")
+async def entry(entry_id: EntryId, request: Request, caller: Reader) -> dict[str, Any]:
+    return (await run_in_threadpool(services(request).worklist.entry, entry_id)).to_json()
+
+
+@router.put("/api/worklist/{entry_id}", summary="Replace a worklist entry's item")
+async def update_entry(entry_id: EntryId, item: ItemBody, request: Request, caller: Scheduler) -> dict[str, Any]:
+    checked = check_item(item)
+    return (await run_in_threadpool(services(request).worklist.update, entry_id, checked, caller.actor)).to_json()
+
+
+@router.post("/api/worklist/{entry_id}/status", summary="Set a worklist entry's Scheduled Procedure Step Status")
+async def entry_status(entry_id: EntryId, body: StatusBody, request: Request, caller: Scheduler) -> dict[str, Any]:
+    if body.status.upper() not in STEP_STATUSES:
+        raise HTTPException(400, f"status must be one of {', '.join(STEP_STATUSES)}")
+    found = await run_in_threadpool(services(request).worklist.set_status, entry_id, body.status, caller.actor)
+    return found.to_json()
+
+
+@router.delete("/api/worklist/{entry_id}", summary="Cancel a worklist entry (its step becomes DISCONTINUED)")
+async def cancel_entry(entry_id: EntryId, request: Request, caller: Scheduler) -> dict[str, Any]:
+    found = await run_in_threadpool(services(request).worklist.set_status, entry_id, "DISCONTINUED", caller.actor)
+    return found.to_json()
+
+
+def check_item(item: dict[str, Any]) -> dict[str, Any]:
+    """The item if it is DICOM JSON pydicom can read (400 with the reason otherwise)."""
+    from pydicom.dataset import Dataset
+
+    if not all(isinstance(k, str) and re.fullmatch(r"[0-9A-Fa-f]{8}", k) for k in item):
+        raise HTTPException(400, "a worklist item is a DICOM JSON object keyed by 8 hexadecimal digit tags")
+    try:
+        ds = Dataset.from_json(item)
+        return dict(ds.to_json_dict())
+    except Exception as exc:
+        raise HTTPException(400, f"not a valid DICOM JSON item: {type(exc).__name__}: {exc}"[:300]) from exc

@@ -35,7 +35,7 @@ from openpacs.domain.orders import (
     StepRow,
 )
 from openpacs.domain.records import Actor
-from openpacs.domain.worklist import worklist_item
+from openpacs.domain.worklist import stored_item, worklist_item
 from openpacs.ports.index import AuditRecord, Index, IndexSession
 
 _SPS_SEQUENCE, _SPS_STATUS = "00400100", "00400020"
@@ -108,7 +108,8 @@ class OrderService:
                 old = next(
                     (s for s in (known.steps if known else []) if s.scheduled_step_id == step.scheduled_step_id), None
                 )
-                step.status = forced or (old.status if old else SCHEDULED)
+                given = step.status if step.item is not None else ""
+                step.status = forced or given or (old.status if old else SCHEDULED)
                 columns = {
                     "modality": step.modality,
                     "station_ae_title": "\\".join(step.station_ae_titles)[:200],
@@ -116,7 +117,7 @@ class OrderService:
                     "start_time": step.start_time,
                     "patient_id": entry.patient.patient_id[:64],
                 }
-                attrs = worklist_item(entry, procedure, step)
+                attrs = stored_item(worklist_item(entry, procedure, step), step.item, step.status)
                 store.save_step(old.pk if old else None, procedure_pk, step.scheduled_step_id, step.status, columns,
                                 attrs, now)  # fmt: skip
                 steps += 1

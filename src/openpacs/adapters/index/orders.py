@@ -23,6 +23,7 @@ from openpacs.domain.orders import (
     ReportRow,
     StepRow,
 )
+from openpacs.domain.worklist_query import Prefilter
 
 
 def _step(row: Any, order_pk: int) -> StepRow:
@@ -102,6 +103,17 @@ def _report(row: Any) -> ReportRow:
         message_pk=None if row.message_pk is None else int(row.message_pk),
         received_at=aware(row.received_at),
         sop_instance_uid=row.sop_instance_uid,
+    )
+
+
+def _station_is(column: Any, ae_title: str) -> Any:
+    """The backslash-joined column names *ae_title* (LIKE patterns escaped with '/')."""
+    escaped = ae_title.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    return sa.or_(
+        column == ae_title,
+        column.like(f"{escaped}\\%", escape="/"),
+        column.like(f"%\\{escaped}", escape="/"),
+        column.like(f"%\\{escaped}\\%", escape="/"),
     )
 
 
@@ -292,20 +304,44 @@ class OrderTable:
         if modality:
             select = select.where(s.c.modality == modality.upper())
         if station_ae_title:
-            select = select.where(
-                sa.or_(
-                    s.c.station_ae_title == station_ae_title,
-                    s.c.station_ae_title.like(f"{station_ae_title}\\%"),
-                    s.c.station_ae_title.like(f"%\\{station_ae_title}"),
-                    s.c.station_ae_title.like(f"%\\{station_ae_title}\\%"),
-                )
-            )
+            select = select.where(_station_is(s.c.station_ae_title, station_ae_title))
         if statuses:
             select = select.where(s.c.status.in_(list(statuses)))
         rows = self.connection.execute(
             select.order_by(s.c.start_date, s.c.start_time, s.c.pk).limit(max(1, min(limit, 10000)))
         )
         return [_step(r, int(r.order_pk)) for r in rows]
+
+    def worklist_items(
+        self, prefilter: Prefilter, *, excluded_statuses: Sequence[str], not_before: str
+    ) -> list[dict[str, Any]]:
+        """The worklist items the prefilter selects (PS3.4 K.6.1), without those of excluded
+        statuses or scheduled before *not_before* (DA; empty: no limit)."""
+        s = t.scheduled_step
+        select = sa.select(s.c.attrs)
+        if prefilter.patient_ids:
+            select = select.where(s.c.patient_id.in_(prefilter.patient_ids))
+        if prefilter.modalities:
+            select = select.where(s.c.modality.in_(prefilter.modalities))
+        if prefilter.date_low:
+            select = select.where(s.c.start_date >= prefilter.date_low)
+        if prefilter.date_high:
+            select = select.where(s.c.start_date <= prefilter.date_high)
+        if prefilter.station_ae_titles:
+            select = select.where(sa.or_(*(_station_is(s.c.station_ae_title, a) for a in prefilter.station_ae_titles)))
+        if excluded_statuses:
+            select = select.where(s.c.status.not_in(list(excluded_statuses)))
+        if not_before:
+            select = select.where(sa.or_(s.c.start_date >= not_before, s.c.start_date == ""))
+        rows = self.connection.execute(select.order_by(s.c.start_date, s.c.start_time, s.c.pk))
+        return [dict(r.attrs) for r in rows]
+
+    def step(self, pk: int) -> StepRow | None:
+        s, p = t.scheduled_step, t.requested_procedure
+        row = self.connection.execute(
+            sa.select(s, p.c.order_pk).join(p, p.c.pk == s.c.procedure_pk).where(s.c.pk == pk)
+        ).first()
+        return None if row is None else _step(row, int(row.order_pk))
 
     def set_step_status(self, pk: int, status: str, attrs: dict[str, Any], now: datetime) -> None:
         s = t.scheduled_step

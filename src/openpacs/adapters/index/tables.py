@@ -400,6 +400,7 @@ route_rule = sa.Table(
     sa.Column("source", sa.String(16), nullable=False, server_default="api"),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
 )
 
 study_stability = sa.Table(
@@ -607,4 +608,81 @@ report = sa.Table(
     sa.Index(None, "accession_number"),
     sa.Index(None, "procedure_pk"),
     sa.Index(None, "patient_id"),
+)
+
+# -- radiology workflow (issue 7) -------------------------------------------------------------
+
+study_procedure = sa.Table(
+    "study_procedure",
+    metadata,
+    sa.Column("study_instance_uid", sa.String(64), primary_key=True),
+    sa.Column("procedure_pk", BigKey, sa.ForeignKey("requested_procedure.pk", ondelete="CASCADE"), primary_key=True),
+    # order-uid, request-attributes, accession, mpps, manual
+    sa.Column("linked_by", sa.String(24), nullable=False),
+    sa.Column("linked_at", Timestamp, nullable=False),
+    sa.Index(None, "procedure_pk"),
+)
+
+mpps = sa.Table(
+    "mpps",
+    metadata,
+    sa.Column("sop_instance_uid", sa.String(64), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),  # IN PROGRESS, COMPLETED, DISCONTINUED
+    sa.Column("station_ae_title", sa.String(64), nullable=False, server_default=""),  # who sent it
+    sa.Column("patient_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("study_instance_uids", Json, nullable=False),
+    sa.Column("attrs", Json, nullable=False),  # the MPPS as DICOM JSON
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Index(None, "status", "updated_at"),
+    sa.Index(None, "patient_id"),
+)
+
+commitment_request = sa.Table(
+    "commitment_request",
+    metadata,
+    sa.Column("transaction_uid", sa.String(64), primary_key=True),
+    sa.Column("calling_ae_title", sa.String(64), nullable=False),
+    sa.Column("address", sa.String(200), nullable=False, server_default=""),
+    # pending (N-EVENT-REPORT not yet delivered), reported, undeliverable
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("instances", Json, nullable=False),  # [[SOP Class UID, SOP Instance UID], ...]
+    sa.Column("failed", Json, nullable=False),  # [[class, instance, Failure Reason], ...]
+    sa.Column("received_at", Timestamp, nullable=False),
+    sa.Column("reported_at", Timestamp, nullable=True),
+    sa.Column("error", sa.Text, nullable=False, server_default=""),
+    sa.Index(None, "state", "received_at"),
+)
+
+reading_filter = sa.Table(
+    "reading_filter",
+    metadata,
+    sa.Column("pk", BigKey, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("owner", sa.String(64), nullable=False, server_default=""),  # "" = shared
+    sa.Column("criteria", Json, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("owner", "name"),
+)
+
+reading_claim = sa.Table(
+    "reading_claim",
+    metadata,
+    sa.Column("study_instance_uid", sa.String(64), primary_key=True),
+    sa.Column("username", sa.String(64), nullable=False),
+    sa.Column("claimed_at", Timestamp, nullable=False),
+)
+
+rule_history = sa.Table(
+    "rule_history",
+    metadata,
+    sa.Column("pk", BigKey, primary_key=True, autoincrement=True),
+    sa.Column("rule_name", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("change", sa.String(16), nullable=False),  # created, changed, deleted
+    sa.Column("rule", Json, nullable=False),
+    sa.Column("changed_by", sa.String(64), nullable=False, server_default=""),
+    sa.Column("changed_at", Timestamp, nullable=False),
+    sa.Index(None, "rule_name", "version"),
 )

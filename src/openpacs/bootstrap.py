@@ -53,6 +53,7 @@ from openpacs.services.network import NetworkService
 from openpacs.services.nodes import NodeService
 from openpacs.services.orders import OrderService
 from openpacs.services.outbound import OutboundService, PartService
+from openpacs.services.procedures import ProcedureService
 from openpacs.services.qa_runner import Editable
 from openpacs.services.query import QueryService
 from openpacs.services.rebuild import RebuildService
@@ -115,6 +116,7 @@ class Application:
     mpps: MppsService
     commitment_scp: CommitmentScpService
     workflow: WorkflowService
+    procedures: ProcedureService
     _closed: bool = field(default=False)
 
     def close(self) -> None:
@@ -338,6 +340,7 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
         mpps=MppsService(index, clock=utcnow),
         commitment_scp=commitment_scp,
         workflow=WorkflowService(index, clock=utcnow),
+        procedures=ProcedureService(index, clock=utcnow),
     )
 
 
@@ -616,6 +619,9 @@ def http_app(app: Application, dicom_port: int) -> Any:
             hl7=app.hl7,
             orders=app.orders,
             worklist=app.worklist,
+            procedures=app.procedures,
+            mpps=app.mpps,
+            commitment_scp=app.commitment_scp,
         )
     )
 

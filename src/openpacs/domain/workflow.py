@@ -131,8 +131,8 @@ class CommitmentRequest:
 
     @property
     def committed(self) -> list[tuple[str, str]]:
-        failed = {uid for _, uid, _ in self.failed}
-        return [(c, u) for c, u in self.instances if u not in failed]
+        failed = {(c, u) for c, u, _ in self.failed}
+        return [(c, u) for c, u in self.instances if (c, u) not in failed]
 
     def to_json(self) -> dict[str, Any]:
         return {

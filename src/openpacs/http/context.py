@@ -8,15 +8,18 @@ from typing import cast
 from fastapi import Request
 
 from openpacs.services.archive import ArchiveService
+from openpacs.services.commitment_scp import CommitmentScpService
 from openpacs.services.deletion import DeletionService
 from openpacs.services.hl7_messages import Hl7MessageService
 from openpacs.services.ingest import IngestService
 from openpacs.services.jobs import JobService
 from openpacs.services.migration import MigrationService
+from openpacs.services.mpps import MppsService
 from openpacs.services.network import NetworkService
 from openpacs.services.nodes import NodeService
 from openpacs.services.orders import OrderService
 from openpacs.services.outbound import OutboundService, PartService
+from openpacs.services.procedures import ProcedureService
 from openpacs.services.query import QueryService
 from openpacs.services.reconcile import ReconcileService
 from openpacs.services.remote import RemoteService
@@ -65,6 +68,9 @@ class HttpServices:
     hl7: Hl7MessageService
     orders: OrderService
     worklist: WorklistService
+    procedures: ProcedureService
+    mpps: MppsService
+    commitment_scp: CommitmentScpService
 
 
 def services(request: Request) -> HttpServices:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from openpacs.rest import archive, hl7, jobs, migrations, nodes, orders, qa, routes, session, system, users
+from openpacs.rest import archive, hl7, jobs, migrations, nodes, orders, qa, routes, session, system, users, workflow
 
 
 def router() -> APIRouter:
@@ -21,4 +21,5 @@ def router() -> APIRouter:
     api.include_router(migrations.router)
     api.include_router(hl7.router)
     api.include_router(orders.router)
+    api.include_router(workflow.router)
     return api

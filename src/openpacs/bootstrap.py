@@ -29,10 +29,12 @@ from openpacs.domain.errors import OpenPacsError
 from openpacs.domain.hl7_orders import mapping_with
 from openpacs.domain.hl7_senders import SenderDirectory, SenderPolicy
 from openpacs.domain.jobs import JobKind
+from openpacs.domain.orders import ProcedureRow
 from openpacs.domain.records import Actor, ActorType, Issuer, Node
 from openpacs.domain.rules import Action, ActionKind, Condition, Rule, RuleEvent
 from openpacs.hl7.client import MllpPeer
 from openpacs.ports.blobstore import BlobStore
+from openpacs.ports.index import IndexSession
 from openpacs.ports.peers import Hl7Peer
 from openpacs.services.archive import ArchiveService
 from openpacs.services.commit import GroupCommitter
@@ -67,6 +69,7 @@ from openpacs.services.routing import RoutingSettings as RoutingServiceSettings
 from openpacs.services.sweeper import SweeperService
 from openpacs.services.users import LoginPolicy, UserService
 from openpacs.services.workflow import WorkflowService
+from openpacs.services.workflow_rules import WorkflowRuleService
 from openpacs.services.worklist import WorklistService
 from openpacs.settings import Settings, default_viewer_dir
 
@@ -117,6 +120,7 @@ class Application:
     commitment_scp: CommitmentScpService
     workflow: WorkflowService
     procedures: ProcedureService
+    workflow_rules: WorkflowRuleService
     _closed: bool = field(default=False)
 
     def close(self) -> None:
@@ -269,6 +273,14 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
         wake=runner.wake,
     )
     executors[JobKind.COMMITMENT_REPORT] = commitment_scp.execute
+    workflow = WorkflowService(index, clock=utcnow)
+    workflow_rules = WorkflowRuleService(index, hl7_outbound, clock=utcnow, wake=runner.wake)
+
+    def on_workflow_event(session: IndexSession, event: str, study_uid: str, procedures: list[ProcedureRow]) -> None:
+        if event == "study-stable":
+            workflow_rules.on_stable(session, study_uid, procedures)
+
+    workflow.on_event = on_workflow_event
     return Application(
         settings=settings,
         index=index,
@@ -339,8 +351,9 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
         worklist=WorklistService(index, orders, clock=utcnow, retention_days=settings.workflow.worklist_retention_days),
         mpps=MppsService(index, clock=utcnow),
         commitment_scp=commitment_scp,
-        workflow=WorkflowService(index, clock=utcnow),
+        workflow=workflow,
         procedures=ProcedureService(index, clock=utcnow),
+        workflow_rules=workflow_rules,
     )
 
 
@@ -460,7 +473,8 @@ def change_feed_duty(app: Application) -> LeasedDuty:
     def dispatch() -> bool:
         app.routing.mark_stable()
         routed = app.routing.consume()
-        return bool(app.hl7_outbound.consume() + app.workflow.consume() + routed)
+        workflow = app.workflow.consume() + app.workflow_rules.consume()
+        return bool(app.hl7_outbound.consume() + workflow + routed)
 
     return LeasedDuty(app, "change-feed", dispatch)
 
@@ -622,6 +636,7 @@ def http_app(app: Application, dicom_port: int) -> Any:
             procedures=app.procedures,
             mpps=app.mpps,
             commitment_scp=app.commitment_scp,
+            workflow_rules=app.workflow_rules,
         )
     )
 

@@ -33,6 +33,7 @@ from openpacs.cli.migration import migrate_app
 from openpacs.cli.qa import qa_app
 from openpacs.cli.routing import jobs_app, remote_app, route_app
 from openpacs.cli.users import user_app
+from openpacs.cli.workflow import workflow_app
 from openpacs.cli.worklist import worklist_app
 from openpacs.domain.errors import OpenPacsError
 from openpacs.domain.records import Node
@@ -50,6 +51,7 @@ app.add_typer(remote_app, name="remote")
 app.add_typer(migrate_app, name="migrate")
 app.add_typer(hl7_app, name="hl7")
 app.add_typer(worklist_app, name="worklist")
+app.add_typer(workflow_app, name="workflow")
 
 
 @app.command()

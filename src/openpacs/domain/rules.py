@@ -23,6 +23,40 @@ from openpacs.domain.errors import InvalidQuery
 class RuleEvent(StrEnum):
     INSTANCE = "instance"  # each instance as it is stored
     STABLE = "stable"  # a study once no instance arrived for routing.stable_after_seconds
+    # workflow events: a requested procedure's status transition (issue 7)
+    ORDER_RECEIVED = "order-received"  # scheduled (an HL7 order, a worklist entry)
+    PATIENT_ARRIVED = "patient-arrived"  # arrived (ADT^A10)
+    PROCEDURE_STARTED = "procedure-started"  # in-progress (MPPS, first image)
+    MPPS_COMPLETED = "mpps-completed"  # completed by an MPPS COMPLETED
+    PROCEDURE_COMPLETED = "procedure-completed"  # completed (MPPS, stable study)
+    REPORT_PRELIMINARY = "report-preliminary"
+    REPORT_FINAL = "report-final"
+    REPORT_AMENDED = "report-amended"
+    ORDER_CANCELLED = "order-cancelled"
+
+
+#: The workflow events (fired on procedure status transitions) and the status each follows
+WORKFLOW_EVENTS: dict[RuleEvent, str] = {
+    RuleEvent.ORDER_RECEIVED: "scheduled",
+    RuleEvent.PATIENT_ARRIVED: "arrived",
+    RuleEvent.PROCEDURE_STARTED: "in-progress",
+    RuleEvent.MPPS_COMPLETED: "completed",
+    RuleEvent.PROCEDURE_COMPLETED: "completed",
+    RuleEvent.REPORT_PRELIMINARY: "preliminary",
+    RuleEvent.REPORT_FINAL: "final",
+    RuleEvent.REPORT_AMENDED: "amended",
+    RuleEvent.ORDER_CANCELLED: "cancelled",
+}
+
+
+def events_of_transition(status: str, source: str) -> list[RuleEvent]:
+    """The workflow events a procedure's transition to *status* (from *source*) fires."""
+    found: list[RuleEvent] = [
+        e for e, s in WORKFLOW_EVENTS.items() if s == status and e is not RuleEvent.MPPS_COMPLETED
+    ]
+    if status == "completed" and source.startswith("mpps"):
+        found.append(RuleEvent.MPPS_COMPLETED)
+    return found
 
 
 class MatchKind(StrEnum):
@@ -92,6 +126,13 @@ class ActionKind(StrEnum):
     FORWARD = "forward"  # C-STORE to a node
     STOW = "stow"  # STOW-RS to a DICOMweb server
     PREFETCH = "prefetch"  # fetch the patient's prior studies from a node (C-FIND, C-MOVE to us)
+    SET_STATUS = "set-status"  # workflow: move the procedure to ``status``
+    ASSIGN = "assign"  # workflow: put the procedure's studies on the reading worklist ``worklist``
+    HL7_NOTIFY = "hl7-notify"  # workflow: an ORM/OMI status update (``status`` IP or CM) to ``hl7``
+
+
+#: Actions the workflow carries out (the routing listener carries out the others)
+WORKFLOW_ACTIONS = frozenset({ActionKind.SET_STATUS, ActionKind.ASSIGN, ActionKind.HL7_NOTIFY})
 
 
 @dataclass(frozen=True)
@@ -112,10 +153,15 @@ class Action:
     delete_after: bool = False  # forward: delete here what the node committed to (needs commit)
     lossy: str = ""  # forward: send a lossy copy in this transfer syntax (made once, stored, hidden)
     quality: int = 0  # lossy: the JPEG-LS NEAR value, or the JPEG 2000 compression ratio
+    status: str = ""  # set-status: a procedure status; hl7-notify: the ORC-5 order status (IP, CM)
+    worklist: str = ""  # assign: the reading worklist's name
+    hl7: str = ""  # hl7-notify: the HL7 destination's name ([[hl7.destinations]])
 
     @property
     def destination(self) -> str:
         """The queue of this action: jobs to one destination share its lease."""
+        if self.kind in WORKFLOW_ACTIONS:
+            return f"workflow:{self.kind}"
         if self.kind is ActionKind.STOW:
             return f"stow:{self.url}"
         return f"{'node' if self.kind is ActionKind.FORWARD else 'retrieve'}:{self.node}"
@@ -133,6 +179,9 @@ class Action:
             "delete_after",
             "lossy",
             "quality",
+            "status",
+            "worklist",
+            "hl7",
         ):
             value = getattr(self, name)
             if value:
@@ -153,7 +202,25 @@ class Action:
             bool(data.get("delete_after", False)),
             str(data.get("lossy", "")),
             int(data.get("quality", 0)),
+            str(data.get("status", "")),
+            str(data.get("worklist", "")),
+            str(data.get("hl7", "")),
         )
+
+
+def check_workflow_action(action: Action) -> None:
+    """Raise InvalidQuery when a workflow action lacks what it needs."""
+    from openpacs.domain.orders import PROCEDURE_STATUSES
+
+    if action.kind is ActionKind.SET_STATUS and action.status not in PROCEDURE_STATUSES:
+        raise InvalidQuery(f"set-status needs a procedure status: {', '.join(PROCEDURE_STATUSES)}")
+    if action.kind is ActionKind.ASSIGN and not re.fullmatch(r"[\w .-]{1,64}", action.worklist):
+        raise InvalidQuery("assign needs a reading worklist name (1 to 64 letters, digits, ' ', '.', '_', '-')")
+    if action.kind is ActionKind.HL7_NOTIFY:
+        if not action.hl7:
+            raise InvalidQuery("hl7-notify needs an HL7 destination name ([[hl7.destinations]])")
+        if action.status not in ("IP", "CM", ""):
+            raise InvalidQuery("hl7-notify sends the order status IP (in progress) or CM (completed)")
 
 
 @dataclass
@@ -171,6 +238,7 @@ class Rule:
     created_at: Any = None
     updated_at: Any = None
     source: str = "api"  # "configuration" for rules seeded from the file
+    version: int = 1  # each change makes a new version; the old ones are kept (rule_history)
 
     def matches(self, values: dict[str, list[str]]) -> bool:
         """Whether every condition holds for an object (keyword -> its values as text)."""
@@ -178,6 +246,31 @@ class Rule:
 
     def keywords(self) -> set[str]:
         return {c.keyword for c in self.conditions}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Rule:
+        """A rule as ``to_json`` writes it (a draft file, the REST API); InvalidQuery when wrong."""
+        try:
+            event = RuleEvent(str(data.get("event", "instance")))
+        except ValueError as exc:
+            raise InvalidQuery(f"unknown event {data.get('event')!r}: one of {', '.join(RuleEvent)}") from exc
+        try:
+            conditions = [
+                Condition.of(str(c["keyword"]), str(c["pattern"]), str(c.get("kind", "wildcard")))
+                for c in data.get("conditions", [])
+            ]
+            actions = [Action.from_json(a) for a in data.get("actions", [])]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidQuery(f"rule {data.get('name', '?')!r}: {type(exc).__name__} {exc}") from exc
+        return cls(
+            name=str(data.get("name", "")),
+            event=event,
+            conditions=conditions,
+            actions=actions,
+            enabled=bool(data.get("enabled", True)),
+            priority=int(data.get("priority", 0)),
+            description=str(data.get("description", "")),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -189,6 +282,7 @@ class Rule:
             "priority": self.priority,
             "description": self.description,
             "source": self.source,
+            "version": self.version,
         }
 
 

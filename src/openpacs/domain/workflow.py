@@ -52,6 +52,17 @@ def may_advance(current: str, proposed: str) -> bool:
 
 
 @dataclass(frozen=True)
+class Transition:
+    """A row of a procedure's status history."""
+
+    pk: int
+    procedure_pk: int
+    status: str
+    at: datetime
+    source: str
+
+
+@dataclass(frozen=True)
 class StudyLink:
     """A study linked to a requested procedure, and how the link was made."""
 

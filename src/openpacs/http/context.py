@@ -27,6 +27,7 @@ from openpacs.services.rendering import RenderService
 from openpacs.services.retrieve import RetrieveService
 from openpacs.services.routing import RoutingService
 from openpacs.services.users import UserService
+from openpacs.services.workflow_rules import WorkflowRuleService
 from openpacs.services.worklist import WorklistService
 
 
@@ -71,6 +72,7 @@ class HttpServices:
     procedures: ProcedureService
     mpps: MppsService
     commitment_scp: CommitmentScpService
+    workflow_rules: WorkflowRuleService
 
 
 def services(request: Request) -> HttpServices:

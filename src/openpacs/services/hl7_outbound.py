@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from openpacs.domain import dicom_json as dj
+from openpacs.domain.errors import NotFound
 from openpacs.domain.hl7 import Hl7Error, StoredMessage, header
 from openpacs.domain.hl7_outbound import Envelope, OutboundPatient, StatusUpdate, adt_message, status_message
 from openpacs.domain.jobs import Job, JobKind
@@ -196,6 +197,20 @@ class Hl7OutboundService:
             raw = status_message(destination.structure, self._envelope(destination, now), patient, update)
             self._queue(session, destination, raw, now)
         return len(updates)
+
+    def queue_status(
+        self, session: IndexSession, destination_name: str, order_status: str, study_uid: str, now: datetime
+    ) -> int:
+        """Queue an order status update (ORC-5 IP or CM) about a study to one destination, in
+        the caller's transaction (a workflow rule's ``hl7-notify``); how many were queued."""
+        destination = next((d for d in self.destinations if d.name == destination_name), None)
+        if destination is None:
+            raise NotFound(f"no HL7 destination named {destination_name!r} (hl7.destinations)")
+        event = "study-received" if order_status == "IP" else "study-complete"
+        queued = self._queue_study(session, destination, event, study_uid, now)
+        if queued:
+            self.wake()
+        return queued
 
     def _queue_patient(
         self, session: IndexSession, destination: Hl7Destination, operation: Operation, now: datetime

@@ -98,7 +98,10 @@ class ProcedureService:
     @staticmethod
     def _json(session: IndexSession, procedure: ProcedureRow) -> dict[str, Any]:
         out = procedure.to_json()
-        out["studies"] = [link.to_json() for link in session.workflow.links_of_procedure(procedure.pk)]
+        links = session.workflow.links_of_procedure(procedure.pk)
+        out["studies"] = [link.to_json() for link in links]
+        uids = [link.study_instance_uid for link in links] or [procedure.study_instance_uid]
+        out["reading_worklists"] = sorted({w for uid in uids if uid for w in session.workflow.assignments(uid)})
         return out
 
     def link(self, pk: int, study_instance_uid: str, actor: Actor) -> dict[str, Any]:

@@ -23,7 +23,15 @@ from openpacs.domain import dicom_json as dj
 from openpacs.domain.errors import Conflict, InvalidQuery, NotFound
 from openpacs.domain.jobs import Job, JobKind
 from openpacs.domain.records import Actor, StoredInstance
-from openpacs.domain.rules import Action, ActionKind, Condition, Rule, RuleEvent
+from openpacs.domain.rules import (
+    WORKFLOW_ACTIONS,
+    Action,
+    ActionKind,
+    Condition,
+    Rule,
+    RuleEvent,
+    check_workflow_action,
+)
 from openpacs.domain.tags import ALL_LEVEL_KEYS, Level, tag_of
 from openpacs.ports.index import AuditRecord, ChangeRecord, Index, IndexSession
 from openpacs.services.derive import check_lossy
@@ -96,39 +104,76 @@ class RoutingService:
 
     def add(self, rule: Rule, actor: Actor) -> Rule:
         """Store a rule; effective for the next change the listener reads (no restart)."""
-        if not _NAME.match(rule.name):
-            raise InvalidQuery("a rule name has 1 to 64 letters, digits, '.', '_' or '-'")
-        if not rule.actions:
-            raise InvalidQuery("a rule needs an action (--to NODE)")
         now = self._clock()
         with self._index.session(write=True) as session:
-            for action in rule.actions:
-                if action.kind in (ActionKind.FORWARD, ActionKind.PREFETCH) and session.node(action.node) is None:
-                    raise NotFound(f"no node named {action.node!r}: add it first (openpacs node add)")
-                if action.delete_after and not action.commit:
-                    raise InvalidQuery("delete after delivery needs storage commitment (--commit) to confirm it")
-                if action.lossy and action.kind is not ActionKind.FORWARD:
-                    raise InvalidQuery("a lossy copy is sent to a node a rule forwards to by C-STORE")
-                if action.lossy:
-                    check_lossy(action.lossy, action.quality)
-                if action.commit and action.kind is not ActionKind.FORWARD:
-                    raise InvalidQuery("storage commitment is asked of a node a rule forwards to by C-STORE")
-                if action.kind is ActionKind.STOW and not action.url.startswith(("http://", "https://")):
-                    raise InvalidQuery(f"{action.url!r} is not an http(s) URL of a DICOMweb service")
+            self._check(session, rule)
             if session.rules.rule(rule.name) is not None:
                 raise Conflict(f"a routing rule named {rule.name!r} exists already")
             session.rules.add_rule(rule, now)
+            session.rules.add_rule_history(rule.name, 1, "created", rule.to_json(), actor.id, now)
             session.add_audit([AuditRecord(now, actor, "route-add", "success", [], rule.to_json())])
             found = session.rules.rule(rule.name)
         assert found is not None
         log.info("routing rule %s added by %s", rule.name, actor.id)
         return found
 
+    def update(self, rule: Rule, actor: Actor) -> Rule:
+        """Replace a rule (a new version; the old one stays in its history)."""
+        now = self._clock()
+        with self._index.session(write=True) as session:
+            self._check(session, rule)
+            if session.rules.rule(rule.name) is None:
+                raise NotFound(f"no rule named {rule.name!r}")
+            version = session.rules.update_rule(rule, now)
+            rule.version = version
+            session.rules.add_rule_history(rule.name, version, "changed", rule.to_json(), actor.id, now)
+            session.add_audit([AuditRecord(now, actor, "route-change", "success", [], rule.to_json())])
+            found = session.rules.rule(rule.name)
+        assert found is not None
+        return found
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        """Every version of a rule, oldest first (kept after the rule is removed)."""
+        with self._index.session() as session:
+            found = session.rules.rule_history(name)
+        if not found:
+            raise NotFound(f"no rule named {name!r}, now or before")
+        return found
+
+    @staticmethod
+    def _check(session: IndexSession, rule: Rule) -> None:
+        if not _NAME.match(rule.name):
+            raise InvalidQuery("a rule name has 1 to 64 letters, digits, '.', '_' or '-'")
+        if not rule.actions:
+            raise InvalidQuery("a rule needs an action (--to NODE)")
+        workflow_event = rule.event not in (RuleEvent.INSTANCE, RuleEvent.STABLE)
+        for action in rule.actions:
+            if action.kind in WORKFLOW_ACTIONS:
+                check_workflow_action(action)
+                if rule.event is RuleEvent.INSTANCE:
+                    raise InvalidQuery(f"a {action.kind} action needs a workflow event or stable, not instance")
+            elif workflow_event and action.kind is not ActionKind.FORWARD:
+                raise InvalidQuery("on a workflow event a rule may forward, set-status, assign or hl7-notify")
+            if action.kind in (ActionKind.FORWARD, ActionKind.PREFETCH) and session.node(action.node) is None:
+                raise NotFound(f"no node named {action.node!r}: add it first (openpacs node add)")
+            if action.delete_after and not action.commit:
+                raise InvalidQuery("delete after delivery needs storage commitment (--commit) to confirm it")
+            if action.lossy and action.kind is not ActionKind.FORWARD:
+                raise InvalidQuery("a lossy copy is sent to a node a rule forwards to by C-STORE")
+            if action.lossy:
+                check_lossy(action.lossy, action.quality)
+            if action.commit and action.kind is not ActionKind.FORWARD:
+                raise InvalidQuery("storage commitment is asked of a node a rule forwards to by C-STORE")
+            if action.kind is ActionKind.STOW and not action.url.startswith(("http://", "https://")):
+                raise InvalidQuery(f"{action.url!r} is not an http(s) URL of a DICOMweb service")
+
     def remove(self, name: str, actor: Actor) -> None:
         now = self._clock()
         with self._index.session(write=True) as session:
-            if not session.rules.remove_rule(name):
+            found = session.rules.rule(name)
+            if found is None or not session.rules.remove_rule(name):
                 raise NotFound(f"no routing rule named {name!r}")
+            session.rules.add_rule_history(name, found.version + 1, "deleted", found.to_json(), actor.id, now)
             session.add_audit([AuditRecord(now, actor, "route-remove", "success", [], {"name": name})])
 
     def seed(self, rules: Sequence[Rule], actor: Actor) -> None:
@@ -225,6 +270,16 @@ class RoutingService:
                         self._enqueue(session, rule, action, study, [i.pk for i in instances], now)
                         count += 1
         return count
+
+    @staticmethod
+    def forward_study(session: IndexSession, rule: Rule, action: Action, study: str, now: datetime) -> bool:
+        """Queue a rule's forward of a whole study (a workflow rule's action); False when the
+        study has no instance to send."""
+        instances = [i for i in session.stored_instances(Level.STUDY, [study], hidden=True) if _sendable(i)]
+        if not instances:
+            return False
+        RoutingService._enqueue(session, rule, action, study, [i.pk for i in instances], now)
+        return True
 
     @staticmethod
     def _enqueue(session: IndexSession, rule: Rule, action: Action, study: str, pks: list[int], now: datetime) -> None:

@@ -382,6 +382,7 @@ class RuleTable:
             created_at=aware(row.created_at),
             updated_at=aware(row.updated_at),
             source=row.source,
+            version=int(row.version),
         )
 
     def rules(self) -> list[Rule]:
@@ -412,3 +413,41 @@ class RuleTable:
 
     def remove_rule(self, name: str) -> bool:
         return bool(self.connection.execute(sa.delete(t.route_rule).where(t.route_rule.c.name == name)).rowcount)
+
+    def update_rule(self, rule: Rule, now: datetime) -> int:
+        """Replace a rule's definition; its new version number."""
+        r = t.route_rule
+        version = int(self.connection.execute(sa.select(r.c.version).where(r.c.name == rule.name)).scalar_one()) + 1
+        self.connection.execute(
+            sa.update(r)
+            .where(r.c.name == rule.name)
+            .values(
+                event=str(rule.event),
+                conditions=[c.to_json() for c in rule.conditions],
+                actions=[a.to_json() for a in rule.actions],
+                enabled=rule.enabled,
+                priority=rule.priority,
+                description=rule.description[:400],
+                updated_at=now,
+                version=version,
+            )
+        )
+        return version
+
+    def add_rule_history(
+        self, name: str, version: int, change: str, rule: dict[str, Any], by: str, now: datetime
+    ) -> None:
+        self.connection.execute(
+            sa.insert(t.rule_history).values(
+                rule_name=name, version=version, change=change, rule=rule, changed_by=by[:64], changed_at=now
+            )
+        )
+
+    def rule_history(self, name: str) -> list[dict[str, Any]]:
+        h = t.rule_history
+        rows = self.connection.execute(sa.select(h).where(h.c.rule_name == name).order_by(h.c.pk))
+        return [
+            {"version": r.version, "change": r.change, "rule": r.rule, "changed_by": r.changed_by,
+             "changed_at": aware(r.changed_at).isoformat()}
+            for r in rows
+        ]  # fmt: skip

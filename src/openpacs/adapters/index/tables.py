@@ -674,6 +674,16 @@ reading_claim = sa.Table(
     sa.Column("claimed_at", Timestamp, nullable=False),
 )
 
+reading_assignment = sa.Table(
+    "reading_assignment",
+    metadata,
+    sa.Column("study_instance_uid", sa.String(64), primary_key=True),
+    sa.Column("worklist", sa.String(64), primary_key=True),
+    sa.Column("assigned_by", sa.String(64), nullable=False, server_default=""),  # the rule, or a user
+    sa.Column("assigned_at", Timestamp, nullable=False),
+    sa.Index(None, "worklist"),
+)
+
 rule_history = sa.Table(
     "rule_history",
     metadata,

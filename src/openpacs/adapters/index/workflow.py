@@ -15,7 +15,7 @@ from openpacs.adapters.index import tables as t
 from openpacs.adapters.index.fast import aware
 from openpacs.adapters.index.orders import _procedure, _step
 from openpacs.domain.orders import ProcedureRow, StepRow
-from openpacs.domain.workflow import CommitmentFact, CommitmentRequest, MppsRow, StudyLink
+from openpacs.domain.workflow import CommitmentFact, CommitmentRequest, MppsRow, StudyLink, Transition
 
 
 def _mpps(row: Any) -> MppsRow:
@@ -260,3 +260,46 @@ class WorkflowTable:
         if before is not None:
             select = select.where(p.c.status_at < before)
         return [_procedure(r) for r in self.connection.execute(select.order_by(p.c.status_at).limit(limit))]
+
+    # -- status transitions (the workflow rules' events) ----------------------------------------
+
+    def transitions_since(self, after_pk: int, limit: int) -> list[Transition]:
+        """Procedure status transitions after history row *after_pk*, oldest first."""
+        h = t.procedure_status
+        rows = self.connection.execute(sa.select(h).where(h.c.pk > after_pk).order_by(h.c.pk).limit(limit))
+        return [Transition(int(r.pk), int(r.procedure_pk), r.status, aware(r.at), r.source) for r in rows]
+
+    def transitions_between(self, since: datetime, until: datetime, limit: int) -> list[Transition]:
+        h = t.procedure_status
+        rows = self.connection.execute(
+            sa.select(h).where(h.c.at >= since, h.c.at <= until).order_by(h.c.pk).limit(limit)
+        )
+        return [Transition(int(r.pk), int(r.procedure_pk), r.status, aware(r.at), r.source) for r in rows]
+
+    def last_transition_pk(self) -> int:
+        h = t.procedure_status
+        return int(self.connection.execute(sa.select(sa.func.max(h.c.pk))).scalar() or 0)
+
+    # -- reading worklist assignments -----------------------------------------------------------
+
+    def assign(self, study_instance_uid: str, worklist: str, assigned_by: str, now: datetime) -> bool:
+        a = t.reading_assignment
+        exists = self.connection.execute(
+            sa.select(a.c.worklist).where(a.c.study_instance_uid == study_instance_uid, a.c.worklist == worklist)
+        ).first()
+        if exists is not None:
+            return False
+        self.connection.execute(
+            sa.insert(a).values(
+                study_instance_uid=study_instance_uid, worklist=worklist[:64], assigned_by=assigned_by[:64],
+                assigned_at=now,
+            )
+        )  # fmt: skip
+        return True
+
+    def assignments(self, study_instance_uid: str) -> list[str]:
+        a = t.reading_assignment
+        rows = self.connection.execute(
+            sa.select(a.c.worklist).where(a.c.study_instance_uid == study_instance_uid).order_by(a.c.worklist)
+        )
+        return [str(r[0]) for r in rows]

@@ -1,5 +1,5 @@
 """study_procedure, mpps, commitment_request, reading_filter, reading_claim, rule_history,
-route_rule.version: the radiology workflow (issue 7)
+reading_assignment, route_rule.version: the radiology workflow (issue 7)
 
 Revision ID: 0011
 Revises: 0010
@@ -94,6 +94,16 @@ def upgrade() -> None:
     )
 
     op.create_table(
+        "reading_assignment",
+        sa.Column("study_instance_uid", sa.String(length=64), nullable=False),
+        sa.Column("worklist", sa.String(length=64), nullable=False),
+        _text("assigned_by", 64),
+        sa.Column("assigned_at", _TIME, nullable=False),
+        sa.PrimaryKeyConstraint("study_instance_uid", "worklist", name=op.f("pk_reading_assignment")),
+    )
+    op.create_index(op.f("ix_reading_assignment_worklist"), "reading_assignment", ["worklist"])
+
+    op.create_table(
         "rule_history",
         sa.Column("pk", _KEY, primary_key=True, autoincrement=True),
         sa.Column("rule_name", sa.String(length=64), nullable=False),
@@ -113,5 +123,13 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("route_rule") as batch:
         batch.drop_column("version")
-    for table in ("rule_history", "reading_claim", "reading_filter", "commitment_request", "mpps", "study_procedure"):
+    for table in (
+        "rule_history",
+        "reading_assignment",
+        "reading_claim",
+        "reading_filter",
+        "commitment_request",
+        "mpps",
+        "study_procedure",
+    ):
         op.drop_table(table)

@@ -340,6 +340,18 @@ def test_storage_commitment_on_the_same_association_with_failure_reasons(server:
     assert assoc.send_n_action(_refs(pairs), 2, StorageCommitmentPushModel, COMMITMENT_INSTANCE)[0].Status == 0x0123
     assert assoc.send_n_action(_refs(pairs), 1, StorageCommitmentPushModel, "1.2.3")[0].Status == 0x0117
     assoc.release()
+    # a committed instance is a promise: no delete without force; a rejection (IOCM) is allowed
+    with http(server, accounts_of(server)["admin"]) as client:
+        refused = client.delete(f"/api/instances/{pairs[0][1]}")
+        assert refused.status_code == 409 and "COMMITTER" in refused.text
+        soft = client.post("/api/qa/delete", json={"level": "instance", "uid": pairs[1][1], "reason": "test"})
+        assert soft.status_code == 409 and "reject them" in soft.text
+        rejected = client.post(
+            "/api/qa/reject", json={"level": "instance", "uid": pairs[1][1], "reason": "test", "code": "113001"}
+        )
+        assert rejected.status_code == 200, rejected.text
+        forced = client.delete(f"/api/instances/{pairs[0][1]}", params={"force": "true", "reason": "test"})
+        assert forced.status_code == 200 and forced.json()["instances"] == 1
 
 
 def test_storage_commitment_reported_on_a_new_association_once_the_requester_left(

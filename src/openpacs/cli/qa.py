@@ -343,6 +343,9 @@ def delete(
     uid: Annotated[str, typer.Argument(help="Study, Series or SOP Instance UID.")],
     reason: Reason,
     level: LevelOption = Target.STUDY,
+    force: Annotated[
+        bool, typer.Option("--force", help="Delete instances this archive committed to (storage commitment).")
+    ] = False,
     dry_run: DryRun = False,
     as_json: JsonOut = False,
     data_dir: DataDir = None,
@@ -351,7 +354,7 @@ def delete(
 ) -> None:
     """Soft-delete: hidden like a rejection, restorable with qa restore or qa undo."""
     _run(config, data_dir, database_url, as_json, dry_run, lambda a: a.reconcile.delete(
-        _LEVELS[level], uid, cli_actor(), reason, dry_run=dry_run))  # fmt: skip
+        _LEVELS[level], uid, cli_actor(), reason, dry_run=dry_run, force=force))  # fmt: skip
 
 
 @qa_app.command("restore")

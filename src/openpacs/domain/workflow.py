@@ -178,3 +178,13 @@ def commitment_failures(
         elif fact.sop_class_uid != sop_class:
             failed.append((sop_class, uid, CLASS_INSTANCE_CONFLICT))
     return failed
+
+
+def committed_refusal(committed: dict[str, list[str]], what: str) -> str:
+    """Why deleting instances we committed to is refused without force (the rules of
+    docs/operations.md, "Storage commitment is a promise")."""
+    holders = sorted({ae for aes in committed.values() for ae in aes})
+    return (
+        f"{len(committed)} instances of this {what} were committed to {', '.join(holders)} (storage commitment);"
+        " deleting them breaks that promise: reject them (IOCM) instead, or delete with force"
+    )

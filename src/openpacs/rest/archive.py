@@ -137,24 +137,37 @@ async def series_instances(
     return await _search(request, caller, Level.IMAGE, {"SeriesInstanceUID": series_uid}, limit, offset)
 
 
-async def _delete(request: Request, caller: Principal, level: Level, uid: str, reason: str) -> Deleted:
-    deleted = await run_in_threadpool(services(request).deletion.delete, level, uid, caller.actor, reason)
+async def _delete(
+    request: Request, caller: Principal, level: Level, uid: str, reason: str, force: bool = False
+) -> Deleted:
+    deleted = await run_in_threadpool(
+        lambda: services(request).deletion.delete(level, uid, caller.actor, reason, force=force)
+    )
     return Deleted(studies=deleted.studies, series=deleted.series, instances=deleted.instances)
 
 
 Reason = Annotated[str, Query(max_length=400, description="Why (kept in the audit)")]
+Force = Annotated[
+    bool, Query(description="Delete instances this archive committed to (storage commitment) all the same.")
+]
 
 
 @router.delete("/studies/{study_uid}", summary="Delete a study (admin)")
-async def delete_study(study_uid: str, request: Request, caller: Deleter, reason: Reason = "") -> Deleted:
-    return await _delete(request, caller, Level.STUDY, study_uid, reason)
+async def delete_study(
+    study_uid: str, request: Request, caller: Deleter, reason: Reason = "", force: Force = False
+) -> Deleted:
+    return await _delete(request, caller, Level.STUDY, study_uid, reason, force)
 
 
 @router.delete("/series/{series_uid}", summary="Delete a series (admin)")
-async def delete_series(series_uid: str, request: Request, caller: Deleter, reason: Reason = "") -> Deleted:
-    return await _delete(request, caller, Level.SERIES, series_uid, reason)
+async def delete_series(
+    series_uid: str, request: Request, caller: Deleter, reason: Reason = "", force: Force = False
+) -> Deleted:
+    return await _delete(request, caller, Level.SERIES, series_uid, reason, force)
 
 
 @router.delete("/instances/{sop_instance_uid}", summary="Delete an instance (admin)")
-async def delete_instance(sop_instance_uid: str, request: Request, caller: Deleter, reason: Reason = "") -> Deleted:
-    return await _delete(request, caller, Level.IMAGE, sop_instance_uid, reason)
+async def delete_instance(
+    sop_instance_uid: str, request: Request, caller: Deleter, reason: Reason = "", force: Force = False
+) -> Deleted:
+    return await _delete(request, caller, Level.IMAGE, sop_instance_uid, reason, force)

@@ -260,11 +260,15 @@ async def reject(body: Reject, request: Request, caller: Corrector, dry_run: Dry
     return _answer(op, dry_run)
 
 
+class SoftDelete(Hide):
+    force: bool = Field(False, description="Delete instances this archive committed to (storage commitment).")
+
+
 @router.post("/delete", summary="Soft-delete a study, series or instance (restorable)")
-async def delete(body: Hide, request: Request, caller: Corrector, dry_run: DryRun = False) -> Any:
+async def delete(body: SoftDelete, request: Request, caller: Corrector, dry_run: DryRun = False) -> Any:
     svc = services(request).reconcile
     op = await run_in_threadpool(
-        lambda: svc.delete(_LEVELS[body.level], body.uid, caller.actor, body.reason, dry_run=dry_run)
+        lambda: svc.delete(_LEVELS[body.level], body.uid, caller.actor, body.reason, dry_run=dry_run, force=body.force)
     )
     return _answer(op, dry_run)
 

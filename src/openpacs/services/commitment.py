@@ -132,6 +132,7 @@ class CommitmentService:
         actor = Actor(ActorType.RULE, f"delete-after-commitment:{node}")
         for uid in uids:
             try:
-                self._deletion.delete(Level.IMAGE, uid, actor, f"committed by {node}")
+                # the destination committed: the promise we may have made is kept there
+                self._deletion.delete(Level.IMAGE, uid, actor, f"committed by {node}", force=True)
             except NotFound:
                 continue  # deleted meanwhile

@@ -87,6 +87,7 @@ class CommitmentScpService:
                 transaction_uid, calling_ae_title, address, PENDING, list(refs), failed, received_at=now
             )
             store.add_commitment_request(request)
+            store.add_committed(transaction_uid, calling_ae_title, [u for _, u in request.committed], now)
             session.add_audit(
                 [
                     AuditRecord(

@@ -12,9 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from openpacs.domain.errors import NotFound
+from openpacs.domain.errors import Conflict, NotFound
 from openpacs.domain.records import Actor
 from openpacs.domain.tags import Level
+from openpacs.domain.workflow import committed_refusal
 from openpacs.ports.index import AuditRecord, ChangeRecord, Index
 
 
@@ -35,10 +36,14 @@ class DeletionService:
         self._grace = timedelta(seconds=grace_seconds)
         self._clock = clock
 
-    def delete(self, level: Level, uid: str, actor: Actor, reason: str = "") -> Deleted:
-        """Delete a study, series or instance (raises NotFound)."""
+    def delete(self, level: Level, uid: str, actor: Actor, reason: str = "", *, force: bool = False) -> Deleted:
+        """Delete a study, series or instance (raises NotFound). Instances we committed to
+        (storage commitment) are deleted only with *force* (Conflict otherwise)."""
         now = self._clock()
         with self._index.session(write=True) as session:
+            committed = session.workflow.committed_to([s.sop_instance_uid for s in session.instance_states(level, uid)])
+            if committed and not force:
+                raise Conflict(committed_refusal(committed, str(level).lower()))
             removed = session.remove(level, uid)
             if not removed.instances and not removed.studies and not removed.series:
                 raise NotFound(f"no {str(level).lower()} {uid}")
@@ -61,6 +66,7 @@ class DeletionService:
                             "instances": len(removed.instances),
                             "series": len(removed.series),
                             "studies": len(removed.studies),
+                            "committed_to": sorted({ae for aes in committed.values() for ae in aes}),
                         },
                     )
                 ]

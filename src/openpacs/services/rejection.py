@@ -12,10 +12,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from openpacs.domain.errors import InvalidQuery, NotFound
+from openpacs.domain.errors import Conflict, InvalidQuery, NotFound
 from openpacs.domain.qa import DELETED, DERIVED, NOTE, REJECTION_CODES, Edit, EditKind, Operation, OperationKind
 from openpacs.domain.records import Actor, Origin
 from openpacs.domain.tags import Level
+from openpacs.domain.workflow import committed_refusal
 from openpacs.ports.index import ChangeRecord, IndexSession, InstanceState
 from openpacs.services import journal
 from openpacs.services.iocm import REJECTION_TRANSPORT, rejection_note
@@ -71,13 +72,19 @@ class RejectionOps(QaRunner):
                 self._withdraw(note[0])
             raise
 
-    def delete(self, level: Level, uid: str, actor: Actor, reason: str, *, dry_run: bool = False) -> Operation:
+    def delete(
+        self, level: Level, uid: str, actor: Actor, reason: str, *, dry_run: bool = False, force: bool = False
+    ) -> Operation:
         """Soft-delete a study, series or instance: hidden like a rejection, restorable
-        (``restore`` or undo); the files stay until a purge."""
+        (``restore`` or undo); the files stay until a purge. Instances we committed to
+        (storage commitment) need *force*: reject them instead (Conflict otherwise)."""
         self._visible(level, uid)
 
         def plan(session: IndexSession) -> Operation:
             states = session.instance_states(level, uid)
+            committed = session.workflow.committed_to([s.sop_instance_uid for s in states if s.hidden is None])
+            if committed and not force:
+                raise Conflict(committed_refusal(committed, NOUN[level]))
             edits = self._hide_edits(states, level, uid, None, DELETED)
             summary = self._hide_summary(states, level, uid, edits, "deleted", DELETED)
             return Operation(OperationKind.DELETE, reason, {"level": str(level), "uid": uid}, edits, summary)

@@ -654,6 +654,15 @@ commitment_request = sa.Table(
     sa.Index(None, "state", "received_at"),
 )
 
+committed_instance = sa.Table(
+    "committed_instance",
+    metadata,
+    sa.Column("sop_instance_uid", sa.String(64), primary_key=True),
+    sa.Column("transaction_uid", sa.String(64), primary_key=True),
+    sa.Column("calling_ae_title", sa.String(64), nullable=False),
+    sa.Column("committed_at", Timestamp, nullable=False),
+)
+
 reading_filter = sa.Table(
     "reading_filter",
     metadata,

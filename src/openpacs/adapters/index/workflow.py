@@ -159,6 +159,36 @@ class WorkflowTable:
                 )
         return found
 
+    def add_committed(
+        self, transaction_uid: str, calling_ae_title: str, sop_instance_uids: Sequence[str], now: datetime
+    ) -> None:
+        """Record the instances we committed to (a promise deletion must respect)."""
+        uids = list(dict.fromkeys(sop_instance_uids))
+        if uids:
+            self.connection.execute(
+                sa.insert(t.committed_instance),
+                [
+                    {"sop_instance_uid": u, "transaction_uid": transaction_uid, "calling_ae_title": calling_ae_title,
+                     "committed_at": now}
+                    for u in uids
+                ],
+            )  # fmt: skip
+
+    def committed_to(self, sop_instance_uids: Sequence[str]) -> dict[str, list[str]]:
+        """For each instance we committed to, the AE titles we committed to."""
+        c = t.committed_instance
+        found: dict[str, list[str]] = {}
+        uids = list(dict.fromkeys(sop_instance_uids))
+        for start in range(0, len(uids), 500):
+            rows = self.connection.execute(
+                sa.select(c.c.sop_instance_uid, c.c.calling_ae_title).where(
+                    c.c.sop_instance_uid.in_(uids[start : start + 500])
+                )
+            )
+            for row in rows:
+                found.setdefault(row.sop_instance_uid, []).append(row.calling_ae_title)
+        return found
+
     # -- studies and requested procedures -------------------------------------------------------
 
     def link_study(self, study_instance_uid: str, procedure_pk: int, linked_by: str, now: datetime) -> bool:

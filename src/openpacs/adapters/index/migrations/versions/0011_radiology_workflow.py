@@ -1,4 +1,4 @@
-"""study_procedure, mpps, commitment_request, reading_filter, reading_claim, rule_history,
+"""study_procedure, mpps, commitment_request, committed_instance, reading_filter, reading_claim, rule_history,
 reading_assignment, route_rule.version: the radiology workflow (issue 7)
 
 Revision ID: 0011
@@ -72,6 +72,15 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("transaction_uid", name=op.f("pk_commitment_request")),
     )
     op.create_index(op.f("ix_commitment_request_state_received_at"), "commitment_request", ["state", "received_at"])
+
+    op.create_table(
+        "committed_instance",
+        sa.Column("sop_instance_uid", sa.String(length=64), nullable=False),
+        sa.Column("transaction_uid", sa.String(length=64), nullable=False),
+        sa.Column("calling_ae_title", sa.String(length=64), nullable=False),
+        sa.Column("committed_at", _TIME, nullable=False),
+        sa.PrimaryKeyConstraint("sop_instance_uid", "transaction_uid", name=op.f("pk_committed_instance")),
+    )
 
     op.create_table(
         "reading_filter",

@@ -108,7 +108,7 @@ def test_the_index_preselects_by_the_single_values() -> None:
             station=("AE", "CT1"),
             date=("DA", "20261128-"),
             modality=("CS", "ct"),
-        )  # fmt: skip
+        )
     ).prefilter
     assert prefilter.patient_ids == ("P1",)
     assert prefilter.station_ae_titles == ("CT1",)

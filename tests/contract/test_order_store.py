@@ -80,7 +80,9 @@ def test_order_lifecycle_and_reports(app: Application) -> None:
     cancelled = _apply(app, ORM.format(control="C3", patient="P1", orc1="CA", order="1"))
     assert "cancelled (1 steps discontinued)" in cancelled["note"]
     assert app.orders.worklist(statuses=["SCHEDULED"]) == []
-    assert app.orders.orders(status="cancelled")[0].pk == order.pk
+    # a cancel does not undo a final report: the procedure stays final (the status moves forward only)
+    assert app.orders.orders(status="final")[0].pk == order.pk
+    assert app.orders.orders(status="cancelled") == []
 
 
 def test_error_queue_retention_and_merged_ids(app: Application) -> None:

@@ -37,6 +37,7 @@ from openpacs.domain.orders import (
 from openpacs.domain.records import Actor
 from openpacs.domain.worklist import stored_item, worklist_item
 from openpacs.ports.index import AuditRecord, Index, IndexSession
+from openpacs.services.procedures import advance
 
 _SPS_SEQUENCE, _SPS_STATUS = "00400100", "00400020"
 FINAL_STATES = frozenset({"final", "amended"})
@@ -122,7 +123,7 @@ class OrderService:
                                 attrs, now)  # fmt: skip
                 steps += 1
             if forced is not None:
-                store.set_procedure_status(procedure_pk, STEP_PROCEDURE[forced], source, now)
+                self._advance(session, procedure_pk, STEP_PROCEDURE[forced], source, actor, now)
         action = "order-changed" if existing else "order-created"
         session.add_audit(
             [
@@ -157,7 +158,7 @@ class OrderService:
                 if step.status not in (COMPLETED, DISCONTINUED):
                     store.set_step_status(step.pk, DISCONTINUED, with_step_status(step.attrs, DISCONTINUED), now)
                     steps += 1
-            store.set_procedure_status(procedure.pk, "cancelled", source, now)
+            self._advance(session, procedure.pk, "cancelled", source, actor, now)
         session.add_audit(
             [
                 AuditRecord(
@@ -167,6 +168,12 @@ class OrderService:
             ]
         )  # fmt: skip
         return f"order {existing.pk} cancelled ({steps} steps discontinued)"
+
+    @staticmethod
+    def _advance(session: IndexSession, pk: int, status: str, source: str, actor: Actor, now: datetime) -> None:
+        procedure = session.orders.procedure(pk)
+        if procedure is not None:
+            advance(session, procedure, status, source, actor, now)
 
     @staticmethod
     def _objects(entry: OrderEntry) -> list[dict[str, str]]:
@@ -189,7 +196,7 @@ class OrderService:
             for step in steps:
                 store.set_step_status(step.pk, ARRIVED, with_step_status(step.attrs, ARRIVED), now)
             for procedure_pk in sorted({s.procedure_pk for s in steps}):
-                store.set_procedure_status(procedure_pk, "arrived", source, now)
+                self._advance(session, procedure_pk, "arrived", source, actor, now)
             if steps:
                 session.add_audit(
                     [
@@ -227,8 +234,8 @@ class OrderService:
                     status = entry.status
                     if status == "final" and procedure.status in FINAL_STATES:
                         status = "amended"  # a second final report corrects the first
-                    changed = status in ("preliminary", "final", "amended") and store.set_procedure_status(
-                        procedure.pk, status, source, now
+                    changed = status in ("preliminary", "final", "amended") and advance(
+                        session, procedure, status, source, actor, now
                     )
                     if not changed and status == "amended":
                         store.add_status_history(procedure.pk, status, source, now)

@@ -271,8 +271,11 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
         clock=utcnow,
         is_storage_class=is_storage_sop_class,
         wake=runner.wake,
+        blobs=blobs,
+        verify=settings.workflow.commitment_verify,
     )
     executors[JobKind.COMMITMENT_REPORT] = commitment_scp.execute
+    executors[JobKind.COMMITMENT_VERIFY] = commitment_scp.verify
     workflow = WorkflowService(index, clock=utcnow)
     workflow_rules = WorkflowRuleService(index, hl7_outbound, clock=utcnow, wake=runner.wake)
 

@@ -182,6 +182,11 @@ class WorkflowSettings(BaseModel):
     mpps_forward_nodes: list[str] = Field(
         default_factory=list, description="Nodes (by name) that receive a copy of every MPPS N-CREATE and N-SET."
     )
+    commitment_verify: bool = Field(
+        False,
+        description="After answering a storage commitment request from the index, re-read each committed"
+        " instance's file in the background and check its ingest checksum (alert commitment-verify-failed).",
+    )
     availability_nodes: list[str] = Field(
         default_factory=list,
         description="Nodes (by name) sent an Instance Availability Notification when a study becomes complete"

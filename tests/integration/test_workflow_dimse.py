@@ -395,3 +395,33 @@ def test_storage_commitment_reported_on_a_new_association_once_the_requester_lef
             assert mine[0]["state"] == "reported" and mine[0]["committed"] == 1
     finally:
         scp.shutdown()
+
+
+def test_deep_verification_after_commitment_finds_a_damaged_file(tmp_path: Path) -> None:
+    env = {**ENV, "OPENPACS_WORKFLOW__COMMITMENT_VERIFY": "true"}
+    running = start_server(tmp_path / "data", f"sqlite:///{tmp_path / 'index.sqlite3'}", extra_env=env)
+    try:
+        ae = _ae("VERIFIER")
+        assoc = ae.associate("127.0.0.1", running.dicom_port, ae_title=running.ae_title)
+        stored = [_ct(str(generate_uid())) for _ in range(2)]
+        for ds in stored:
+            assert assoc.send_c_store(ds).Status == 0
+        # damage the second file behind the archive's back, then ask for commitment
+        damaged = next(
+            p for p in (tmp_path / "data").rglob("*") if p.is_file() and str(stored[1].SOPInstanceUID).encode() in
+            p.read_bytes()
+        )  # fmt: skip
+        damaged.write_bytes(damaged.read_bytes()[:-10] + b"0123456789")
+        info = _refs([(str(ds.SOPClassUID), str(ds.SOPInstanceUID)) for ds in stored])
+        assert assoc.send_n_action(info, 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE)[0].Status == 0
+        assoc.release()
+        with http(running, accounts_of(running)["admin"]) as client:
+            deadline = time.monotonic() + 20
+            while True:
+                alerts = [a for a in client.get("/api/alerts").json() if a["kind"] == "commitment-verify-failed"]
+                if alerts or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+        assert alerts and alerts[0]["details"]["instances"] == [stored[1].SOPInstanceUID], running.log()[-2000:]
+    finally:
+        running.stop()

@@ -35,6 +35,7 @@ class JobKind(StrEnum):
     MIGRATE = "migrate"  # an old archive (a node, or a folder tree), study by study, then verified
     HL7_SEND = "hl7-send"  # the queued HL7 messages of one destination, in order
     COMMITMENT_REPORT = "commitment-report"  # a storage commitment result, on an association of ours
+    COMMITMENT_VERIFY = "commitment-verify"  # re-read what we committed to and check its checksums
 
 
 @dataclass

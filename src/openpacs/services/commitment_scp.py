@@ -13,6 +13,7 @@ every instance failed, 0x0131.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -30,6 +31,7 @@ from openpacs.domain.workflow import (
     CommitmentRequest,
     commitment_failures,
 )
+from openpacs.ports.blobstore import BlobStore
 from openpacs.ports.index import AuditRecord, Index
 from openpacs.ports.peers import PeerAddress
 from openpacs.services.jobs import Outcome, Run, Verdict
@@ -57,12 +59,16 @@ class CommitmentScpService:
         clock: Callable[[], datetime],
         is_storage_class: Callable[[str], bool],
         wake: Callable[[], None] = lambda: None,
+        blobs: BlobStore | None = None,
+        verify: bool = False,
     ) -> None:
         self._index = index
         self._reporter = reporter
         self._clock = clock
         self._is_storage_class = is_storage_class
         self._wake = wake
+        self._blobs = blobs
+        self._verify = verify and blobs is not None
 
     def request(
         self, transaction_uid: str, refs: Sequence[tuple[str, str]], calling_ae_title: str, address: str
@@ -88,6 +94,13 @@ class CommitmentScpService:
             )
             store.add_commitment_request(request)
             store.add_committed(transaction_uid, calling_ae_title, [u for _, u in request.committed], now)
+            if self._verify and request.committed:
+                job = Job(
+                    kind=JobKind.COMMITMENT_VERIFY,
+                    queue="commitment-verify",
+                    params={"transaction_uid": transaction_uid},
+                )
+                session.jobs.add(job, 1, now, dedupe_key=f"commitment-verify|{transaction_uid}")
             session.add_audit(
                 [
                     AuditRecord(
@@ -142,6 +155,43 @@ class CommitmentScpService:
     def requests(self, *, state: str = "", limit: int = 100) -> list[CommitmentRequest]:
         with self._index.session() as session:
             return session.workflow.commitment_requests(state=state, limit=limit)
+
+    def verify(self, run: Run) -> Outcome:
+        """The ``commitment-verify`` executor: re-read each committed instance's file and check the
+        checksum recorded at ingest; differences and unreadable files raise an alert."""
+        assert self._blobs is not None
+        transaction_uid = str(run.job.params.get("transaction_uid", ""))
+        with self._index.session() as session:
+            request = session.workflow.commitment_request(transaction_uid)
+        if request is None:
+            return Outcome(Verdict.DONE)
+        bad: list[str] = []
+        for n, (_, uid) in enumerate(request.committed):
+            with self._index.session() as session:
+                brief = session.instance_brief(uid)
+            if brief is None:
+                continue  # rejected or deleted since: no longer ours to keep
+            try:
+                data = self._blobs.read(brief.blob.key)
+            except OSError:
+                bad.append(uid)
+                continue
+            if hashlib.sha256(data).hexdigest() != brief.checksum:
+                bad.append(uid)
+            if n % 100 == 0:
+                run.progress["checked"] = n
+                if not run.beat():
+                    return Outcome(Verdict.RETRY, "stopped")
+        if bad:
+            with self._index.session(write=True) as session:
+                session.jobs.add_alert(
+                    "commitment-verify-failed",
+                    f"{len(bad)} instances committed to {request.calling_ae_title} do not read back as stored",
+                    {"transaction_uid": transaction_uid, "instances": bad[:100]},
+                    self._clock(),
+                )
+            return Outcome(Verdict.FAILED, f"{len(bad)} instances do not read back as stored")
+        return Outcome(Verdict.DONE, progressed=True)
 
     def execute(self, run: Run) -> Outcome:
         """The ``commitment-report`` executor: the report on a new association to the node."""

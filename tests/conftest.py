@@ -306,7 +306,10 @@ def start_server(
     raise AssertionError(f"server did not start:\n{server.log()}")
 
 
-def _server_for(kind: str, factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server_on(
+    kind: str, factory: pytest.TempPathFactory, extra_env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    """A running server on an index of *kind* (sqlite, postgresql: a database of its own, dropped after)."""
     base = factory.mktemp(f"server-{kind}")
     db: PgDatabase | None = None
     if kind == "postgresql":
@@ -315,7 +318,7 @@ def _server_for(kind: str, factory: pytest.TempPathFactory) -> Iterator[ServerPr
         url = db.url
     else:
         url = f"sqlite:///{base / 'data' / 'index.sqlite3'}"
-    server = start_server(base / "data", url)
+    server = start_server(base / "data", url, extra_env=extra_env)
     try:
         yield server
     finally:
@@ -327,13 +330,13 @@ def _server_for(kind: str, factory: pytest.TempPathFactory) -> Iterator[ServerPr
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A real `openpacs serve` on each index backend (shared by a test module)."""
-    yield from _server_for(request.param, tmp_path_factory)
+    yield from server_on(request.param, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A real `openpacs serve` on SQLite."""
-    yield from _server_for("sqlite", tmp_path_factory)
+    yield from server_on("sqlite", tmp_path_factory)
 
 
 # -- a DCMTK storescp as move destination -----------------------------------------------

@@ -28,14 +28,9 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from conftest import (
-    PgDatabase,
     ServerProcess,
-    _pg_available,
-    create_pg_database,
-    drop_pg_database,
-    require,
     run_dcmtk,
-    start_server,
+    server_on,
 )
 from hl7_client import send, stored
 from web import accounts_of, http
@@ -45,22 +40,7 @@ pytestmark = pytest.mark.usefixtures("dcmtk")
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    root = tmp_path_factory.mktemp(f"chain-{request.param}")
-    env = {"OPENPACS_ROUTING__STABLE_AFTER_SECONDS": "0.5"}
-    db: PgDatabase | None = None
-    if request.param == "postgresql":
-        require(_pg_available(), "PostgreSQL on 127.0.0.1:5432")
-        db = create_pg_database()
-        url = db.url
-    else:
-        url = f"sqlite:///{root / 'index.sqlite3'}"
-    running = start_server(root / "data", url, extra_env=env)
-    try:
-        yield running
-    finally:
-        running.stop()
-        if db is not None:
-            drop_pg_database(db)
+    yield from server_on(request.param, tmp_path_factory, {"OPENPACS_ROUTING__STABLE_AFTER_SECONDS": "0.5"})
 
 
 def _orm(accession: str, today: str) -> bytes:

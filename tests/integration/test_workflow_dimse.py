@@ -29,14 +29,10 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from conftest import (
-    PgDatabase,
     ServerProcess,
-    _pg_available,
-    create_pg_database,
-    drop_pg_database,
     free_port,
-    require,
     run_dcmtk,
+    server_on,
     start_server,
 )
 from web import accounts_of, http
@@ -56,21 +52,7 @@ ENV = {
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    base = tmp_path_factory.mktemp(f"workflow-{request.param}")
-    db: PgDatabase | None = None
-    if request.param == "postgresql":
-        require(_pg_available(), "PostgreSQL on 127.0.0.1:5432")
-        db = create_pg_database()
-        url = db.url
-    else:
-        url = f"sqlite:///{base / 'index.sqlite3'}"
-    running = start_server(base / "data", url, extra_env=ENV)
-    try:
-        yield running
-    finally:
-        running.stop()
-        if db is not None:
-            drop_pg_database(db)
+    yield from server_on(request.param, tmp_path_factory, ENV)
 
 
 def _ae(calling: str = "MODALITY1") -> AE:

@@ -62,6 +62,19 @@ Description = Annotated[str, typer.Option("--description", help="Free text.")]
 Disabled = Annotated[bool, typer.Option("--disabled", help="Store it switched off.")]
 
 
+def _save(change: bool, name: str, on: str, when: list[str] | None, set_status: str, assign: str, forward: str,
+          hl7: str, hl7_status: str, priority: int, description: str, disabled: bool, data_dir: Path | None,
+          config: Path | None, database_url: str | None) -> None:  # fmt: skip
+    def run(app: bootstrap.Application) -> Rule:
+        rule = _rule(name, on, when or [], set_status, assign, forward, hl7, hl7_status, priority, description,
+                     not disabled)  # fmt: skip
+        return app.routing.update(rule, cli_actor()) if change else app.routing.add(rule, cli_actor())
+
+    rule = with_app(config, data_dir, database_url, run)
+    console.print(f"workflow rule {rule.name} {'changed' if change else 'added'} (version {rule.version})",
+                  highlight=False)  # fmt: skip
+
+
 @workflow_app.command("add")
 def add(
     name: Name, on: On, when: When = None, set_status: SetStatus = "", assign: Assign = "", forward: Forward = "",
@@ -69,14 +82,8 @@ def add(
     disabled: Disabled = False, data_dir: DataDir = None, config: ConfigFile = None, database_url: DatabaseUrl = None,
 ) -> None:  # fmt: skip
     """Add a workflow rule; a running server applies it to the next events."""
-
-    def run(app: bootstrap.Application) -> Rule:
-        rule = _rule(name, on, when or [], set_status, assign, forward, hl7, hl7_status, priority, description,
-                     not disabled)  # fmt: skip
-        return app.routing.add(rule, cli_actor())
-
-    rule = with_app(config, data_dir, database_url, run)
-    console.print(f"workflow rule {rule.name} added (version {rule.version})", highlight=False)
+    _save(False, name, on, when, set_status, assign, forward, hl7, hl7_status, priority, description, disabled,
+          data_dir, config, database_url)  # fmt: skip
 
 
 @workflow_app.command("change")
@@ -86,14 +93,8 @@ def change(
     disabled: Disabled = False, data_dir: DataDir = None, config: ConfigFile = None, database_url: DatabaseUrl = None,
 ) -> None:  # fmt: skip
     """Replace a workflow rule: a new version (the old ones are kept: workflow history)."""
-
-    def run(app: bootstrap.Application) -> Rule:
-        rule = _rule(name, on, when or [], set_status, assign, forward, hl7, hl7_status, priority, description,
-                     not disabled)  # fmt: skip
-        return app.routing.update(rule, cli_actor())
-
-    rule = with_app(config, data_dir, database_url, run)
-    console.print(f"workflow rule {rule.name} changed (version {rule.version})", highlight=False)
+    _save(True, name, on, when, set_status, assign, forward, hl7, hl7_status, priority, description, disabled,
+          data_dir, config, database_url)  # fmt: skip
 
 
 def _is_workflow(rule: Rule) -> bool:

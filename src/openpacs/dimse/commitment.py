@@ -111,14 +111,11 @@ class CommitmentScu:
         self.max_pdu = max_pdu
         self.timeout = timeout
 
-    def request(
-        self, peer: PeerAddress, transaction_uid: str, refs: Sequence[tuple[str, str]], *, wait: float = 5.0
-    ) -> CommitmentResult | None:
-        """Send the N-ACTION-RQ; return the N-EVENT-REPORT if the peer sends it on this
-        association within *wait* seconds, else None (it will come on an association of its
-        own). A refused request or an unreachable peer raises PeerError."""
+    def _associate(self, peer: PeerAddress, *, scp_role: bool) -> Association:
+        """An association to *peer* for Storage Commitment Push Model (proposing the SCP role
+        too when we send a report); PeerError when it cannot be had."""
         try:
-            assoc = request(
+            return request(
                 peer.host,
                 peer.port,
                 calling_ae=self.ae_title,
@@ -126,9 +123,18 @@ class CommitmentScu:
                 contexts=[(STORAGE_COMMITMENT_PUSH, (tsx.EXPLICIT_LE, tsx.IMPLICIT_LE))],
                 max_pdu=self.max_pdu,
                 timeout=self.timeout,
+                scp_roles=frozenset({STORAGE_COMMITMENT_PUSH}) if scp_role else frozenset(),
             )
         except AssociationFailed as exc:
             raise PeerError(str(exc)) from exc
+
+    def request(
+        self, peer: PeerAddress, transaction_uid: str, refs: Sequence[tuple[str, str]], *, wait: float = 5.0
+    ) -> CommitmentResult | None:
+        """Send the N-ACTION-RQ; return the N-EVENT-REPORT if the peer sends it on this
+        association within *wait* seconds, else None (it will come on an association of its
+        own). A refused request or an unreachable peer raises PeerError."""
+        assoc = self._associate(peer, scp_role=False)
         try:
             offered = assoc.contexts_for(STORAGE_COMMITMENT_PUSH)
             if not offered:
@@ -181,19 +187,7 @@ class CommitmentScu:
     def report(self, peer: PeerAddress, result: CommitmentResult) -> None:
         """Send a commitment result on an association of ours, proposing the SCP role of
         Storage Commitment Push Model (PS3.4 J.3.3); raises PeerError when it is not taken."""
-        try:
-            assoc = request(
-                peer.host,
-                peer.port,
-                calling_ae=self.ae_title,
-                called_ae=peer.ae_title,
-                contexts=[(STORAGE_COMMITMENT_PUSH, (tsx.EXPLICIT_LE, tsx.IMPLICIT_LE))],
-                max_pdu=self.max_pdu,
-                timeout=self.timeout,
-                scp_roles=frozenset({STORAGE_COMMITMENT_PUSH}),
-            )
-        except AssociationFailed as exc:
-            raise PeerError(str(exc)) from exc
+        assoc = self._associate(peer, scp_role=True)
         try:
             offered = assoc.contexts_for(STORAGE_COMMITMENT_PUSH)
             if not offered:

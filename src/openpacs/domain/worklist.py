@@ -150,6 +150,17 @@ def entry_from_item(item: dict[str, Any], *, default_step_id: str, default_proce
     )
 
 
+def step_columns(step: StepEntry, patient_id: str) -> dict[str, str]:
+    """The indexed columns of a worklist entry (what the worklist query selects on first)."""
+    return {
+        "modality": step.modality,
+        "station_ae_title": "\\".join(step.station_ae_titles)[:200],
+        "start_date": step.start_date,
+        "start_time": step.start_time,
+        "patient_id": patient_id[:64],
+    }
+
+
 def stored_item(generated: dict[str, Any], given: dict[str, Any] | None, status: str) -> dict[str, Any]:
     """The item kept for a step: the given item (import, REST) over the generated one, with
     the step's status; the first Scheduled Procedure Step item is merged key by key."""

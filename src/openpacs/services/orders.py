@@ -35,7 +35,7 @@ from openpacs.domain.orders import (
     StepRow,
 )
 from openpacs.domain.records import Actor
-from openpacs.domain.worklist import stored_item, worklist_item
+from openpacs.domain.worklist import step_columns, stored_item, worklist_item
 from openpacs.ports.index import AuditRecord, Index, IndexSession
 from openpacs.services.procedures import advance
 
@@ -111,13 +111,7 @@ class OrderService:
                 )
                 given = step.status if step.item is not None else ""
                 step.status = forced or given or (old.status if old else SCHEDULED)
-                columns = {
-                    "modality": step.modality,
-                    "station_ae_title": "\\".join(step.station_ae_titles)[:200],
-                    "start_date": step.start_date,
-                    "start_time": step.start_time,
-                    "patient_id": entry.patient.patient_id[:64],
-                }
+                columns = step_columns(step, entry.patient.patient_id)
                 attrs = stored_item(worklist_item(entry, procedure, step), step.item, step.status)
                 store.save_step(old.pk if old else None, procedure_pk, step.scheduled_step_id, step.status, columns,
                                 attrs, now)  # fmt: skip

@@ -18,7 +18,7 @@ from typing import Any
 from openpacs.domain.errors import InvalidInstance, NotFound
 from openpacs.domain.orders import COMPLETED, DISCONTINUED, STEP_STATUSES, StepRow
 from openpacs.domain.records import Actor
-from openpacs.domain.worklist import entry_from_item, stored_item
+from openpacs.domain.worklist import entry_from_item, step_columns, stored_item
 from openpacs.domain.worklist_query import WorklistQuery, parse_worklist_query
 from openpacs.ports.index import AuditRecord, Index
 from openpacs.services.orders import OrderService
@@ -111,13 +111,7 @@ class WorklistService:
         now = self._clock()
         with self._index.session(write=True) as session:
             attrs = stored_item(current.attrs, item, step.status)
-            columns = {
-                "modality": step.modality,
-                "station_ae_title": "\\".join(step.station_ae_titles)[:200],
-                "start_date": step.start_date,
-                "start_time": step.start_time,
-                "patient_id": entry.patient.patient_id[:64],
-            }
+            columns = step_columns(step, entry.patient.patient_id)
             session.orders.save_step(pk, current.procedure_pk, step.scheduled_step_id, step.status, columns,
                                      attrs, now)  # fmt: skip
             session.add_audit([self._audit(now, actor, "worklist-entry-changed", pk, attrs)])

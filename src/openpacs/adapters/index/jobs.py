@@ -395,19 +395,22 @@ class RuleTable:
         row = self.connection.execute(sa.select(t.route_rule).where(t.route_rule.c.name == name)).first()
         return None if row is None else self._rule(row)
 
+    @staticmethod
+    def _values(rule: Rule, now: datetime) -> dict[str, Any]:
+        return {
+            "event": str(rule.event),
+            "conditions": [c.to_json() for c in rule.conditions],
+            "actions": [a.to_json() for a in rule.actions],
+            "enabled": rule.enabled,
+            "priority": rule.priority,
+            "description": rule.description[:400],
+            "updated_at": now,
+        }
+
     def add_rule(self, rule: Rule, now: datetime) -> None:
         self.connection.execute(
             sa.insert(t.route_rule).values(
-                name=rule.name,
-                event=str(rule.event),
-                conditions=[c.to_json() for c in rule.conditions],
-                actions=[a.to_json() for a in rule.actions],
-                enabled=rule.enabled,
-                priority=rule.priority,
-                description=rule.description[:400],
-                source=rule.source,
-                created_at=now,
-                updated_at=now,
+                name=rule.name, source=rule.source, created_at=now, **self._values(rule, now)
             )
         )
 
@@ -419,18 +422,7 @@ class RuleTable:
         r = t.route_rule
         version = int(self.connection.execute(sa.select(r.c.version).where(r.c.name == rule.name)).scalar_one()) + 1
         self.connection.execute(
-            sa.update(r)
-            .where(r.c.name == rule.name)
-            .values(
-                event=str(rule.event),
-                conditions=[c.to_json() for c in rule.conditions],
-                actions=[a.to_json() for a in rule.actions],
-                enabled=rule.enabled,
-                priority=rule.priority,
-                description=rule.description[:400],
-                updated_at=now,
-                version=version,
-            )
+            sa.update(r).where(r.c.name == rule.name).values(version=version, **self._values(rule, now))
         )
         return version
 

@@ -82,6 +82,20 @@ if ! command -v dciodvfy >/dev/null; then
   apt_install dicom3tools
 fi
 
+# -- dcmjs-dimse (npm): an independent MPPS and storage commitment client for the tests --------
+dcmjs_dir=$("$venv/bin/python" -c 'import sys; sys.path.insert(0, "tests"); from dcmjs import dcmjs_dir; print(dcmjs_dir())')
+dcmjs_version=$(basename "$dcmjs_dir" | sed 's/^dcmjs-dimse-//')
+if [ ! -f "$dcmjs_dir/node_modules/dcmjs-dimse/package.json" ]; then
+  command -v npm >/dev/null || apt_install nodejs npm
+  say "installing dcmjs-dimse $dcmjs_version into $dcmjs_dir"
+  rm -rf "$dcmjs_dir.partial"
+  mkdir -p "$dcmjs_dir.partial"
+  npm install --silent --no-audit --no-fund --prefix "$dcmjs_dir.partial" "dcmjs-dimse@$dcmjs_version" >/dev/null
+  [ -f "$dcmjs_dir.partial/node_modules/dcmjs-dimse/package.json" ] || { say "npm did not install dcmjs-dimse"; exit 1; }
+  rm -rf "$dcmjs_dir"
+  mv "$dcmjs_dir.partial" "$dcmjs_dir"
+fi
+
 # -- PostgreSQL on 127.0.0.1:5432 --------------------------------------------------------
 pg_up() { "$venv/bin/python" - <<'PY'
 import socket, sys

@@ -21,6 +21,7 @@ from openpacs.adapters.storage.filesystem import FilesystemBlobStore
 from openpacs.dicomweb.peer import StowClient
 from openpacs.dimse.commitment import CommitmentScu
 from openpacs.dimse.negotiation import is_storage_sop_class
+from openpacs.dimse.normalized import NormalizedScu
 from openpacs.dimse.peer import DimsePeer
 from openpacs.dimse.scp import DimseServices
 from openpacs.dimse.server import DimseConfig, DimseServer
@@ -53,6 +54,7 @@ from openpacs.services.migration import MigrationService
 from openpacs.services.mpps import MppsService
 from openpacs.services.network import NetworkService
 from openpacs.services.nodes import NodeService
+from openpacs.services.notifications import NotificationService
 from openpacs.services.orders import OrderService
 from openpacs.services.outbound import OutboundService, PartService
 from openpacs.services.procedures import ProcedureService
@@ -121,6 +123,7 @@ class Application:
     workflow: WorkflowService
     procedures: ProcedureService
     workflow_rules: WorkflowRuleService
+    notifications: NotificationService
     _closed: bool = field(default=False)
 
     def close(self) -> None:
@@ -276,6 +279,18 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
     )
     executors[JobKind.COMMITMENT_REPORT] = commitment_scp.execute
     executors[JobKind.COMMITMENT_VERIFY] = commitment_scp.verify
+    notifications = NotificationService(
+        index,
+        NormalizedScu(
+            ae_title=settings.ae_title, max_pdu=settings.dicom.max_pdu_length, timeout=settings.dicom.dimse_timeout
+        ),
+        clock=utcnow,
+        ae_title=settings.ae_title,
+        availability_nodes=settings.workflow.availability_nodes,
+        mpps_nodes=settings.workflow.mpps_forward_nodes,
+        wake=runner.wake,
+    )
+    executors[JobKind.NOTIFY] = notifications.execute
     workflow = WorkflowService(index, clock=utcnow)
     workflow_rules = WorkflowRuleService(index, hl7_outbound, clock=utcnow, wake=runner.wake)
 
@@ -352,11 +367,12 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
         orders=orders,
         hl7_outbound=hl7_outbound,
         worklist=WorklistService(index, orders, clock=utcnow, retention_days=settings.workflow.worklist_retention_days),
-        mpps=MppsService(index, clock=utcnow),
+        mpps=MppsService(index, clock=utcnow, forward=notifications.forward_mpps),
         commitment_scp=commitment_scp,
         workflow=workflow,
         procedures=ProcedureService(index, clock=utcnow),
         workflow_rules=workflow_rules,
+        notifications=notifications,
     )
 
 
@@ -476,7 +492,7 @@ def change_feed_duty(app: Application) -> LeasedDuty:
     def dispatch() -> bool:
         app.routing.mark_stable()
         routed = app.routing.consume()
-        workflow = app.workflow.consume() + app.workflow_rules.consume()
+        workflow = app.workflow.consume() + app.workflow_rules.consume() + app.notifications.consume()
         return bool(app.hl7_outbound.consume() + workflow + routed)
 
     return LeasedDuty(app, "change-feed", dispatch)

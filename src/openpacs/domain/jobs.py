@@ -36,6 +36,7 @@ class JobKind(StrEnum):
     HL7_SEND = "hl7-send"  # the queued HL7 messages of one destination, in order
     COMMITMENT_REPORT = "commitment-report"  # a storage commitment result, on an association of ours
     COMMITMENT_VERIFY = "commitment-verify"  # re-read what we committed to and check its checksums
+    NOTIFY = "notify"  # one N-CREATE or N-SET to a node: an availability notification, a forwarded MPPS
 
 
 @dataclass

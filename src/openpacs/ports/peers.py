@@ -124,3 +124,14 @@ class Hl7Peer(Protocol):
     """Sending HL7 v2 messages over MLLP."""
 
     def connect(self, host: str, port: int, *, timeout: float) -> Hl7Connection: ...
+
+
+class NormalizedPeer(Protocol):
+    """N-CREATE and N-SET to a DICOM peer (PS3.7 10.1.5, 10.1.3): MPPS forwarding, Instance
+    Availability Notification. Each raises PeerError when the peer cannot be reached or does not
+    take the SOP class; a refusal comes back as its status."""
+
+    def n_create(
+        self, peer: PeerAddress, sop_class_uid: str, sop_instance_uid: str, dataset: dict[str, Any]
+    ) -> int: ...
+    def n_set(self, peer: PeerAddress, sop_class_uid: str, sop_instance_uid: str, dataset: dict[str, Any]) -> int: ...

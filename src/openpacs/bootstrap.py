@@ -60,6 +60,7 @@ from openpacs.services.outbound import OutboundService, PartService
 from openpacs.services.procedures import ProcedureService
 from openpacs.services.qa_runner import Editable
 from openpacs.services.query import QueryService
+from openpacs.services.reading_lists import ReadingService
 from openpacs.services.rebuild import RebuildService
 from openpacs.services.reconcile import ReconcileService
 from openpacs.services.remote import RemoteService
@@ -124,6 +125,7 @@ class Application:
     procedures: ProcedureService
     workflow_rules: WorkflowRuleService
     notifications: NotificationService
+    reading: ReadingService
     _closed: bool = field(default=False)
 
     def close(self) -> None:
@@ -373,6 +375,7 @@ def build(settings: Settings, *, blobs: BlobStore | None = None, migrate: bool =
         procedures=ProcedureService(index, clock=utcnow),
         workflow_rules=workflow_rules,
         notifications=notifications,
+        reading=ReadingService(index, clock=utcnow),
     )
 
 
@@ -656,6 +659,7 @@ def http_app(app: Application, dicom_port: int) -> Any:
             mpps=app.mpps,
             commitment_scp=app.commitment_scp,
             workflow_rules=app.workflow_rules,
+            reading=app.reading,
         )
     )
 

@@ -17,6 +17,7 @@ from web import ROLES, Account, accounts_of, http
 PUBLIC, ANYONE = "public", "authenticated"
 READ = set(ROLES)
 ADMIN = {"admin"}
+READING = {"admin", "radiologist"}
 STORE = {"admin", "technologist", "integration"}
 ECHO = {"admin", "technologist"}
 CHANGES = {"admin", "integration"}
@@ -92,6 +93,13 @@ RULES: dict[tuple[str, str], str | set[str]] = {
     ("get", "/api/mpps"): READ,
     ("get", "/api/mpps/{sop_instance_uid}"): READ,
     ("get", "/api/commitments"): READ,
+    ("get", "/api/reading"): READING,
+    ("get", "/api/reading/counts"): READING,
+    ("get", "/api/reading/filters"): READING,
+    ("put", "/api/reading/filters/{name}"): READING,
+    ("delete", "/api/reading/filters/{name}"): READING,
+    ("post", "/api/reading/{study_uid}/claim"): READING,
+    ("post", "/api/reading/{study_uid}/release"): READING,
     ("get", "/api/reports"): READ,
     ("get", "/api/reports/{report_id}"): READ,
     ("get", "/api/reports/{report_id}/content"): READ,

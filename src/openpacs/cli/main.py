@@ -31,6 +31,7 @@ from openpacs.cli.common import (
 from openpacs.cli.hl7 import hl7_app
 from openpacs.cli.migration import migrate_app
 from openpacs.cli.qa import qa_app
+from openpacs.cli.reading_lists import reading_app
 from openpacs.cli.routing import jobs_app, remote_app, route_app
 from openpacs.cli.users import user_app
 from openpacs.cli.workflow import workflow_app
@@ -52,6 +53,7 @@ app.add_typer(migrate_app, name="migrate")
 app.add_typer(hl7_app, name="hl7")
 app.add_typer(worklist_app, name="worklist")
 app.add_typer(workflow_app, name="workflow")
+app.add_typer(reading_app, name="reading")
 
 
 @app.command()

@@ -21,6 +21,7 @@ from openpacs.services.orders import OrderService
 from openpacs.services.outbound import OutboundService, PartService
 from openpacs.services.procedures import ProcedureService
 from openpacs.services.query import QueryService
+from openpacs.services.reading_lists import ReadingService
 from openpacs.services.reconcile import ReconcileService
 from openpacs.services.remote import RemoteService
 from openpacs.services.rendering import RenderService
@@ -73,6 +74,7 @@ class HttpServices:
     mpps: MppsService
     commitment_scp: CommitmentScpService
     workflow_rules: WorkflowRuleService
+    reading: ReadingService
 
 
 def services(request: Request) -> HttpServices:

@@ -4,7 +4,21 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from openpacs.rest import archive, hl7, jobs, migrations, nodes, orders, qa, routes, session, system, users, workflow
+from openpacs.rest import (
+    archive,
+    hl7,
+    jobs,
+    migrations,
+    nodes,
+    orders,
+    qa,
+    reading_lists,
+    routes,
+    session,
+    system,
+    users,
+    workflow,
+)
 
 
 def router() -> APIRouter:
@@ -22,4 +36,5 @@ def router() -> APIRouter:
     api.include_router(hl7.router)
     api.include_router(orders.router)
     api.include_router(workflow.router)
+    api.include_router(reading_lists.router)
     return api

@@ -106,11 +106,11 @@ def _report(row: Any) -> ReportRow:
     )
 
 
-def _station_is(column: Any, ae_title: str) -> Any:
-    """The backslash-joined column names *ae_title* (LIKE patterns escaped with '/')."""
-    escaped = ae_title.replace("/", "//").replace("%", "/%").replace("_", "/_")
+def multi_value_has(column: Any, value: str) -> Any:
+    """The backslash-joined column holds *value* (LIKE patterns escaped with "/")."""
+    escaped = value.replace("/", "//").replace("%", "/%").replace("_", "/_")
     return sa.or_(
-        column == ae_title,
+        column == value,
         column.like(f"{escaped}\\%", escape="/"),
         column.like(f"%\\{escaped}", escape="/"),
         column.like(f"%\\{escaped}\\%", escape="/"),
@@ -304,7 +304,7 @@ class OrderTable:
         if modality:
             select = select.where(s.c.modality == modality.upper())
         if station_ae_title:
-            select = select.where(_station_is(s.c.station_ae_title, station_ae_title))
+            select = select.where(multi_value_has(s.c.station_ae_title, station_ae_title))
         if statuses:
             select = select.where(s.c.status.in_(list(statuses)))
         rows = self.connection.execute(
@@ -328,7 +328,7 @@ class OrderTable:
         if prefilter.date_high:
             select = select.where(s.c.start_date <= prefilter.date_high)
         if prefilter.station_ae_titles:
-            select = select.where(sa.or_(*(_station_is(s.c.station_ae_title, a) for a in prefilter.station_ae_titles)))
+            select = select.where(sa.or_(*(multi_value_has(s.c.station_ae_title, a) for a in prefilter.station_ae_titles)))
         if excluded_statuses:
             select = select.where(s.c.status.not_in(list(excluded_statuses)))
         if not_before:

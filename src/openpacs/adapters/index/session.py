@@ -23,6 +23,7 @@ from openpacs.adapters.index.orders import OrderTable
 from openpacs.adapters.index.reallocation import Reallocation
 from openpacs.adapters.index.removal import Removed
 from openpacs.adapters.index.search import find_rows, load_stored_instances
+from openpacs.adapters.index.reading_lists import ReadingTable
 from openpacs.adapters.index.workflow import WorkflowTable
 from openpacs.domain.matching import Query
 from openpacs.domain.qa import Operation
@@ -71,6 +72,7 @@ class SqlIndexSession:
         self.hl7 = Hl7MessageTable(connection, fast)
         self.orders = OrderTable(connection)
         self.workflow = WorkflowTable(connection)
+        self.reading = ReadingTable(connection)
 
     def _run(self, statement: Any, values: dict[str, Any]) -> Any:
         return self._fast.execute(self.connection, statement, values)

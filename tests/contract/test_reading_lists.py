@@ -1,0 +1,154 @@
+"""Reading worklists on SQLite and PostgreSQL: filters, STAT first then longest waiting, unread
+counts per saved filter, one reader at a time (two claims at once: exactly one wins), release
+rules, saved filters per user and shared, the age filter, and assigned reading worklists."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from helpers import TEST_ORIGIN, application
+from openpacs.bootstrap import Application
+from openpacs.domain.errors import Conflict, InvalidQuery, NotFound
+from openpacs.domain.reading_list import ReadingCriteria
+from openpacs.domain.records import Actor
+
+ANNA, BOB = Actor.user("anna", "127.0.0.1"), Actor.user("bob", "127.0.0.1")
+
+
+@pytest.fixture
+def app(tmp_path: Path, database_url: str) -> Iterator[Application]:
+    application_ = application(tmp_path, database_url)
+    try:
+        yield application_
+    finally:
+        application_.close()
+
+
+def _study(app: Application, accession: str, priority: str, department: str, modality: str = "CT",
+           body_part: str = "CHEST") -> str:  # fmt: skip
+    """An order (via a worklist entry) and its study, stored, linked and completed."""
+    study_uid = str(generate_uid())
+    item = Dataset()
+    item.PatientID, item.PatientName = f"P-{accession}", f"Doe^{accession}"
+    item.AccessionNumber, item.StudyInstanceUID = accession, study_uid
+    item.RequestedProcedureID, item.RequestedProcedurePriority = f"RP-{accession}", priority
+    item.RequestingService = department
+    sps = Dataset()
+    sps.Modality, sps.ScheduledProcedureStepID = modality, f"S-{accession}"
+    sps.ScheduledProcedureStepStartDate = date.today().strftime("%Y%m%d")
+    item.ScheduledProcedureStepSequence = [sps]
+    app.worklist.create(dict(item.to_json_dict()), ANNA)
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PatientID, ds.PatientName, ds.AccessionNumber = item.PatientID, item.PatientName, accession
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.Modality, ds.BodyPartExamined = modality, body_part
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    app.ingest.store(buffer.getvalue(), TEST_ORIGIN)
+    app.workflow.consume()  # links the study (order-uid) and moves it to in-progress
+    (procedure,) = [p for o in app.orders.orders(accession=accession) for p in o.procedures]
+    app.procedures.set_status(procedure.pk, "completed", ANNA)
+    return study_uid
+
+
+def _accessions(items: list[Any]) -> list[str]:
+    return [i.accession_number for i in items]
+
+
+def test_filters_sort_and_counts(app: Application) -> None:
+    routine = _study(app, "A1", "ROUTINE", "RAD")
+    stat = _study(app, "A2", "STAT", "ER")
+    _study(app, "A3", "HIGH", "RAD", modality="MR", body_part="HEAD")
+    everything = app.reading.items(ReadingCriteria(), "anna")
+    assert _accessions(everything) == ["A2", "A3", "A1"]  # STAT, HIGH, ROUTINE
+    assert everything[0].study_instance_uid == stat and everything[0].status == "completed"
+    assert _accessions(app.reading.items(ReadingCriteria(modalities=("MR",)), "anna")) == ["A3"]
+    assert _accessions(app.reading.items(ReadingCriteria(body_parts=("CHEST",)), "anna")) == ["A2", "A1"]
+    assert _accessions(app.reading.items(ReadingCriteria(departments=("RAD",)), "anna")) == ["A3", "A1"]
+    assert _accessions(app.reading.items(ReadingCriteria(priorities=("STAT", "HIGH")), "anna")) == ["A2", "A3"]
+    assert app.reading.items(ReadingCriteria(min_age_minutes=120), "anna") == []  # all completed just now
+    assert len(app.reading.items(ReadingCriteria(max_age_minutes=120), "anna")) == 3
+    # a final report takes a study off the unread count
+    (procedure,) = [p for o in app.orders.orders(accession="A1") for p in o.procedures]
+    app.procedures.set_status(procedure.pk, "final", ANNA)
+    app.reading.save_filter("ct", ReadingCriteria(modalities=("CT",)), ANNA, shared=False)
+    counts = app.reading.counts("anna")
+    assert counts == {"unread": 2, "filters": {"ct": 1}}
+    assert routine not in [i.study_instance_uid for i in app.reading.items(ReadingCriteria(), "anna")]
+    with pytest.raises(InvalidQuery):
+        ReadingCriteria.from_json({"statuses": ["read"]})
+    with pytest.raises(InvalidQuery):
+        ReadingCriteria.from_json({"colour": "red"})
+
+
+def test_one_reader_at_a_time(app: Application) -> None:
+    study = _study(app, "B1", "ROUTINE", "RAD")
+    winners: list[str] = []
+    losers: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def claim(actor: Actor) -> None:
+        barrier.wait()
+        try:
+            app.reading.claim(study, actor)
+            winners.append(actor.id)
+        except Conflict as exc:
+            losers.append(exc.reason)
+
+    threads = [threading.Thread(target=claim, args=(a,)) for a in (ANNA, BOB)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(winners) == 1 and len(losers) == 1 and winners[0] in losers[0]
+    reader = winners[0]
+    other = BOB if reader == "anna" else ANNA
+    (item,) = app.reading.items(ReadingCriteria(), other.id)
+    assert item.claimed_by == reader  # visible to the others
+    assert app.reading.items(ReadingCriteria(unclaimed=True), other.id) == []
+    assert len(app.reading.items(ReadingCriteria(mine=True), reader)) == 1
+    assert app.reading.claim(study, Actor.user(reader, ""))["claimed_by"] == reader  # claiming again is fine
+    with pytest.raises(Conflict):
+        app.reading.release(study, other)
+    app.reading.release(study, other, force=True)  # an administrator's force
+    with pytest.raises(NotFound):
+        app.reading.release(study, other)
+    with pytest.raises(NotFound):
+        app.reading.claim("1.2.3.999", ANNA)
+
+
+def test_saved_filters_per_user_and_shared(app: Application) -> None:
+    app.reading.save_filter("mine", ReadingCriteria(modalities=("CT",)), ANNA, shared=False)
+    app.reading.save_filter("stat", ReadingCriteria(priorities=("STAT",)), BOB, shared=True)
+    assert [(f.name, f.owner) for f in app.reading.filters("anna")] == [("mine", "anna"), ("stat", "")]
+    assert [f.name for f in app.reading.filters("bob")] == ["stat"]
+    assert app.reading.criteria_of("stat", "anna").priorities == ("STAT",)
+    app.reading.save_filter("mine", ReadingCriteria(modalities=("MR",)), ANNA, shared=False)  # replaced
+    assert app.reading.criteria_of("mine", "anna").modalities == ("MR",)
+    with pytest.raises(NotFound):
+        app.reading.criteria_of("mine", "bob")
+    app.reading.delete_filter("mine", ANNA, shared=False)
+    with pytest.raises(NotFound):
+        app.reading.delete_filter("mine", ANNA, shared=False)
+
+
+def test_assigned_reading_worklists(app: Application) -> None:
+    study = _study(app, "C1", "ROUTINE", "RAD")
+    _study(app, "C2", "ROUTINE", "RAD")
+    now = datetime.now(UTC)
+    with app.index.session(write=True) as session:
+        session.workflow.assign(study, "neuro", "rule:test", now - timedelta(seconds=1))
+    (item,) = app.reading.items(ReadingCriteria(worklist="neuro"), "anna")
+    assert item.study_instance_uid == study and item.worklists == ["neuro"]

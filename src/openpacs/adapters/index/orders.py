@@ -328,7 +328,9 @@ class OrderTable:
         if prefilter.date_high:
             select = select.where(s.c.start_date <= prefilter.date_high)
         if prefilter.station_ae_titles:
-            select = select.where(sa.or_(*(multi_value_has(s.c.station_ae_title, a) for a in prefilter.station_ae_titles)))
+            select = select.where(
+                sa.or_(*(multi_value_has(s.c.station_ae_title, a) for a in prefilter.station_ae_titles))
+            )
         if excluded_statuses:
             select = select.where(s.c.status.not_in(list(excluded_statuses)))
         if not_before:

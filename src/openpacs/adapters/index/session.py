@@ -20,10 +20,10 @@ from openpacs.adapters.index.hl7 import Hl7MessageTable
 from openpacs.adapters.index.jobs import JobTable, RuleTable
 from openpacs.adapters.index.migration import MigrationTable
 from openpacs.adapters.index.orders import OrderTable
+from openpacs.adapters.index.reading_lists import ReadingTable
 from openpacs.adapters.index.reallocation import Reallocation
 from openpacs.adapters.index.removal import Removed
 from openpacs.adapters.index.search import find_rows, load_stored_instances
-from openpacs.adapters.index.reading_lists import ReadingTable
 from openpacs.adapters.index.workflow import WorkflowTable
 from openpacs.domain.matching import Query
 from openpacs.domain.qa import Operation

@@ -13,12 +13,15 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import pytest
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -102,6 +105,28 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield db.url
     finally:
         drop_pg_database(db)
+
+
+@pytest.fixture
+def app(tmp_path: Path, database_url: str) -> Iterator[Any]:
+    """The application (adapters and services, no listener) on an index of each kind."""
+    from helpers import application
+
+    application_ = application(tmp_path, database_url)
+    try:
+        yield application_
+    finally:
+        application_.close()
+
+
+def wait_for(check: Callable[[], T], timeout: float = 20) -> T:
+    """*check*'s result once it is true, or its last result after *timeout* seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
 
 
 # -- DCMTK -------------------------------------------------------------------------------

@@ -3,12 +3,8 @@ found again by its summary and by free text, and refused messages are kept with 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from helpers import application
 from openpacs.bootstrap import Application
 from openpacs.domain.errors import NotFound
 from openpacs.domain.hl7 import MessageQuery
@@ -17,15 +13,6 @@ A08 = (
     b"MSH|^~\\&|RIS|HOSP|OPENPACS|HOSP|20261128120000||ADT^A08^ADT_A01|C1|P|2.5.1||||||8859/1\r"
     b"PID|||PAT9^^^HOSP^MR||M\xfcller^J\xfcrgen 50%||19700101|M\r"
 )
-
-
-@pytest.fixture
-def app(tmp_path: Path, database_url: str) -> Iterator[Application]:
-    application_ = application(tmp_path, database_url)
-    try:
-        yield application_
-    finally:
-        application_.close()
 
 
 def test_received_messages_are_stored_and_found(app: Application) -> None:

@@ -22,15 +22,6 @@ from openpacs.services.outbound import dataset_offset
 from samples import sample_file
 
 
-@pytest.fixture
-def app(tmp_path: Path, database_url: str) -> Iterator[Application]:
-    application_ = application(tmp_path, database_url)
-    try:
-        yield application_
-    finally:
-        application_.close()
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def table_app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Application]:
     """The matching table's studies, stored once per backend for the module."""

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
-from helpers import TEST_ORIGIN, application
+from helpers import TEST_ORIGIN
 from openpacs.bootstrap import Application
 from openpacs.domain.commitment import CommitmentState
 from openpacs.domain.jobs import Job, JobKind
@@ -17,15 +15,6 @@ from samples import sample_file
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 CT = "1.2.840.10008.5.1.4.1.1.2"
-
-
-@pytest.fixture
-def app(tmp_path: Path, database_url: str) -> Iterator[Application]:
-    application_ = application(tmp_path, database_url)
-    try:
-        yield application_
-    finally:
-        application_.close()
 
 
 def _job(app: Application) -> int:

@@ -4,14 +4,11 @@ history, retention, and the merged-ID policy."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
-from helpers import application
 from openpacs.bootstrap import Application
 from openpacs.domain.errors import Conflict, NotFound
 from openpacs.domain.hl7 import MessageQuery
@@ -29,15 +26,6 @@ ORU = (
     "OBR|1|PL-{order}||CT|||||||||||||ACC-{order}|RP-{order}|||||||{status}\rOBX|1|TX|IMP^Impression||Normal.\r"
 )
 ACTOR = Actor.system("tests")
-
-
-@pytest.fixture
-def app(tmp_path: Path, database_url: str) -> Iterator[Application]:
-    application_ = application(tmp_path, database_url)
-    try:
-        yield application_
-    finally:
-        application_.close()
 
 
 def _apply(app: Application, text: str) -> dict[str, str]:

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pydicom
@@ -17,22 +15,13 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from helpers import TEST_ORIGIN, application
+from helpers import TEST_ORIGIN
 from openpacs.bootstrap import Application
 from openpacs.domain.errors import Conflict, InvalidQuery, NotFound
 from openpacs.domain.reading_list import ReadingCriteria
 from openpacs.domain.records import Actor
 
 ANNA, BOB = Actor.user("anna", "127.0.0.1"), Actor.user("bob", "127.0.0.1")
-
-
-@pytest.fixture
-def app(tmp_path: Path, database_url: str) -> Iterator[Application]:
-    application_ = application(tmp_path, database_url)
-    try:
-        yield application_
-    finally:
-        application_.close()
 
 
 def _study(app: Application, accession: str, priority: str, department: str, modality: str = "CT",

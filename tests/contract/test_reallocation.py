@@ -4,16 +4,14 @@ split-study, move-instances; references rewritten, old identities rejected, undo
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pydicom
 import pytest
 import sqlalchemy as sa
 
-from helpers import TEST_ORIGIN, application, identifier
+from helpers import TEST_ORIGIN, identifier
 from openpacs.bootstrap import Application
 from openpacs.domain.errors import InvalidQuery, NotFound, RejectedInstance
 from openpacs.domain.matching import Model
@@ -27,15 +25,6 @@ ADMIN = Actor(ActorType.USER, "admin", "127.0.0.1")
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 A = "1.2.826.0.1.3680043.10.997.1"
 B = "1.2.826.0.1.3680043.10.997.2"
-
-
-@pytest.fixture
-def app(tmp_path: Path, database_url: str) -> Iterator[Application]:
-    application_ = application(tmp_path, database_url)
-    try:
-        yield application_
-    finally:
-        application_.close()
 
 
 def _ct(study: str, series: str, sop: str, patient: str = "RE1", **changes: Any) -> bytes:

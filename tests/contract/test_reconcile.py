@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,15 +24,6 @@ from samples import sample_file
 
 ADMIN = Actor(ActorType.USER, "admin", "127.0.0.1")
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
-
-
-@pytest.fixture
-def app(tmp_path: Path, database_url: str) -> Iterator[Application]:
-    application_ = application(tmp_path, database_url)
-    try:
-        yield application_
-    finally:
-        application_.close()
 
 
 def _ct(**changes: Any) -> bytes:

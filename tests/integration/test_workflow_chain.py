@@ -31,6 +31,7 @@ from conftest import (
     ServerProcess,
     run_dcmtk,
     server_on,
+    wait_for,
 )
 from hl7_client import send, stored
 from web import accounts_of, http
@@ -64,15 +65,6 @@ def _oru(accession: str, today: str) -> bytes:
             "OBX|1|TX|GDT^Report||No acute findings.||||||F",
         ]
     ).encode()
-
-
-def _wait(check: Any, timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.1)
 
 
 def _procedure(server: ServerProcess, accession: str) -> dict[str, Any]:
@@ -111,7 +103,7 @@ def test_order_to_final_report(server: ServerProcess, tmp_path: Path) -> None:
     study_uid = re.search(r"\(0020,000d\) UI \[([0-9.]+)\]", out.stderr)
     assert study_uid is not None and f"[{accession}]" in out.stderr and f"[SPS{accession} ]" in out.stderr, out.stderr
     study = study_uid.group(1)
-    assert _wait(lambda: _procedure(server, accession)["reading_worklists"]) == ["STAT CT"]
+    assert wait_for(lambda: _procedure(server, accession)["reading_worklists"]) == ["STAT CT"]
 
     reports: list[Dataset] = []
     ae = AE(ae_title="CTMOD")
@@ -147,12 +139,12 @@ def test_order_to_final_report(server: ServerProcess, tmp_path: Path) -> None:
         refs.append(ref)
     info.ReferencedSOPSequence = refs
     assert assoc.send_n_action(info, 1, StorageCommitmentPushModel, "1.2.840.10008.1.20.1.1")[0].Status == 0
-    assert _wait(lambda: reports, 10)
+    assert wait_for(lambda: reports, 10)
     assert len(reports[0].ReferencedSOPSequence) == 2 and "FailedSOPSequence" not in reports[0]
     assoc.release()
 
     # the study becomes stable; the report comes
-    assert _wait(lambda: _procedure(server, accession)["studies"])
+    assert wait_for(lambda: _procedure(server, accession)["studies"])
     time.sleep(1.5)
     assert b"MSA|AA" in send(server, _oru(accession, today))
     assert stored(server, f"ORU{accession}")["status"] == "processed"
@@ -173,6 +165,6 @@ def test_order_to_final_report(server: ServerProcess, tmp_path: Path) -> None:
     late = tmp_path / "late.dcm"
     _ct(study).save_as(late, enforce_file_format=True)
     run_dcmtk("storescu", "-aec", server.ae_title, "127.0.0.1", str(server.dicom_port), str(late))
-    assert _wait(lambda: _procedure(server, accession)["status"] == "amended")
+    assert wait_for(lambda: _procedure(server, accession)["status"] == "amended")
     history = server.cli("workflow", "history", "stat-ct", "--json").stdout
     assert json.loads(history)[0]["version"] == 1

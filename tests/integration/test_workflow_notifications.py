@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +21,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     ModalityPerformedProcedureStep,
 )
 
-from conftest import ServerProcess, free_port, server_on
+from conftest import ServerProcess, free_port, server_on, wait_for
 from web import accounts_of, http
 
 RIS_PORT = free_port()
@@ -69,15 +68,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield running
 
 
-def _wait(check: Any, timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.1)
-
-
 def _availability(received: list[tuple[str, str, Dataset]], study: str) -> list[Dataset]:
     return [d for op, cls, d in received if cls == InstanceAvailabilityNotification and d.StudyInstanceUID == study]
 
@@ -94,7 +84,7 @@ def test_availability_on_stable_and_on_rejection(server: ServerProcess, ris: lis
         assert assoc.send_c_store(ds).Status == 0
         images.append(ds)
     assoc.release()
-    (online,) = _wait(lambda: _availability(ris, study))
+    (online,) = wait_for(lambda: _availability(ris, study))
     (series,) = online.ReferencedSeriesSequence
     assert sorted(i.ReferencedSOPInstanceUID for i in series.ReferencedSOPSequence) == sorted(
         str(d.SOPInstanceUID) for d in images
@@ -108,7 +98,7 @@ def test_availability_on_stable_and_on_rejection(server: ServerProcess, ris: lis
             json={"level": "instance", "uid": str(images[0].SOPInstanceUID), "reason": "blurred", "code": "113001"},
         )
         assert rejected.status_code == 200, rejected.text
-    notes = _wait(lambda: len(_availability(ris, study)) >= 2 and _availability(ris, study))
+    notes = wait_for(lambda: len(_availability(ris, study)) >= 2 and _availability(ris, study))
     unavailable = notes[-1].ReferencedSeriesSequence[0].ReferencedSOPSequence
     assert [(i.ReferencedSOPInstanceUID, i.InstanceAvailability) for i in unavailable] == [
         (images[0].SOPInstanceUID, "UNAVAILABLE")
@@ -133,4 +123,7 @@ def test_mpps_is_forwarded_in_order(server: ServerProcess, ris: list[tuple[str, 
     def forwarded() -> list[tuple[str, str]]:
         return [(op, d.PerformedProcedureStepStatus) for op, cls, d in ris if cls == ModalityPerformedProcedureStep]
 
-    assert _wait(lambda: len(forwarded()) >= 2 and forwarded()) == [("N-CREATE", "IN PROGRESS"), ("N-SET", "COMPLETED")]
+    assert wait_for(lambda: len(forwarded()) >= 2 and forwarded()) == [
+        ("N-CREATE", "IN PROGRESS"),
+        ("N-SET", "COMPLETED"),
+    ]

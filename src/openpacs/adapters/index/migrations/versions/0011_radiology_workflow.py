@@ -137,6 +137,7 @@ def downgrade() -> None:
         "reading_assignment",
         "reading_claim",
         "reading_filter",
+        "committed_instance",
         "commitment_request",
         "mpps",
         "study_procedure",

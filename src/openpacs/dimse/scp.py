@@ -366,8 +366,11 @@ class ScpSession:
             service.deliver_later(result.transaction_uid, f"association ended before the report ({exc})")
             raise
         status = int(reply.command.get("Status", 0xC000))
-        if status != SUCCESS:
-            log.warning("%s answered the commitment report with 0x%04X", self.origin.actor.id, status)
+        if status != SUCCESS:  # not taken here: on an association of ours, as PS3.4 J.3.3 allows
+            log.info("%s answered the commitment report with 0x%04X; it goes on a new association",
+                     self.origin.actor.id, status)  # fmt: skip
+            service.deliver_later(result.transaction_uid, f"the requester answered the report 0x{status:04X}")
+            return
         service.reported(result.transaction_uid)
 
     # -- C-STORE --------------------------------------------------------------------------

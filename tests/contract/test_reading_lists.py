@@ -20,13 +20,26 @@ from openpacs.bootstrap import Application
 from openpacs.domain.errors import Conflict, InvalidQuery, NotFound
 from openpacs.domain.reading_list import ReadingCriteria
 from openpacs.domain.records import Actor
+from openpacs.services.procedures import ProcedureService
 
 ANNA, BOB = Actor.user("anna", "127.0.0.1"), Actor.user("bob", "127.0.0.1")
 
 
+def _instance(study_uid: str, patient_id: str, accession: str, modality: str, body_part: str) -> bytes:
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PatientID, ds.PatientName, ds.AccessionNumber = patient_id, f"Doe^{patient_id}", accession
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.Modality, ds.BodyPartExamined = modality, body_part
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
 def _study(app: Application, accession: str, priority: str, department: str, modality: str = "CT",
-           body_part: str = "CHEST") -> str:  # fmt: skip
-    """An order (via a worklist entry) and its study, stored, linked and completed."""
+           body_part: str = "CHEST", completed_at: datetime | None = None) -> str:  # fmt: skip
+    """An order (via a worklist entry) and its study, stored, linked and completed (now, or at
+    *completed_at*)."""
     study_uid = str(generate_uid())
     item = Dataset()
     item.PatientID, item.PatientName = f"P-{accession}", f"Doe^{accession}"
@@ -38,18 +51,16 @@ def _study(app: Application, accession: str, priority: str, department: str, mod
     sps.ScheduledProcedureStepStartDate = date.today().strftime("%Y%m%d")
     item.ScheduledProcedureStepSequence = [sps]
     app.worklist.create(dict(item.to_json_dict()), ANNA)
-    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
-    ds.PatientID, ds.PatientName, ds.AccessionNumber = item.PatientID, item.PatientName, accession
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, generate_uid()
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.Modality, ds.BodyPartExamined = modality, body_part
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    app.ingest.store(buffer.getvalue(), TEST_ORIGIN)
+    app.ingest.store(_instance(study_uid, f"P-{accession}", accession, modality, body_part), TEST_ORIGIN)
     app.workflow.consume()  # links the study (order-uid) and moves it to in-progress
-    (procedure,) = [p for o in app.orders.orders(accession=accession) for p in o.procedures]
-    app.procedures.set_status(procedure.pk, "completed", ANNA)
+    procedures = app.procedures if completed_at is None else ProcedureService(app.index, clock=lambda: completed_at)
+    procedures.set_status(_procedure_pk(app, accession), "completed", ANNA)
     return study_uid
+
+
+def _procedure_pk(app: Application, accession: str) -> int:
+    (procedure,) = [p for o in app.orders.orders(accession=accession) for p in o.procedures]
+    return int(procedure.pk)
 
 
 def _accessions(items: list[Any]) -> list[str]:
@@ -141,3 +152,76 @@ def test_assigned_reading_worklists(app: Application) -> None:
         session.workflow.assign(study, "neuro", "rule:test", now - timedelta(seconds=1))
     (item,) = app.reading.items(ReadingCriteria(worklist="neuro"), "anna")
     assert item.study_instance_uid == study and item.worklists == ["neuro"]
+
+
+def test_unscheduled_studies_count_as_completed_without_priority(app: Application) -> None:
+    """A study without an order is in the list (completed, no priority), after the prioritised ones."""
+    _study(app, "D1", "LOW", "RAD")
+    unscheduled = str(generate_uid())
+    app.ingest.store(_instance(unscheduled, "P-U1", "", "MR", "KNEE"), TEST_ORIGIN)
+    app.workflow.consume()
+    listed = app.reading.items(ReadingCriteria(), "anna")
+    assert [i.study_instance_uid for i in listed][1:] == [unscheduled]
+    item = listed[1]
+    assert (item.status, item.priority, item.procedure_pk, item.department) == ("completed", "", None, "")
+    assert item.body_parts == ["KNEE"] and item.to_json()["modalities"] == ["MR"]
+    assert app.reading.items(ReadingCriteria(priorities=("LOW",)), "anna")[0].accession_number == "D1"
+    assert app.reading.items(ReadingCriteria(departments=("RAD",)), "anna")[0].accession_number == "D1"
+    assert app.reading.counts("anna")["unread"] == 2
+
+
+def test_age_is_time_in_the_status(app: Application) -> None:
+    now = datetime.now(UTC)
+    old = _study(app, "E1", "ROUTINE", "RAD", completed_at=now - timedelta(hours=3))
+    new = _study(app, "E2", "STAT", "RAD")
+    assert [i.study_instance_uid for i in app.reading.items(ReadingCriteria(), "anna")] == [new, old]  # STAT first
+    assert [i.study_instance_uid for i in app.reading.items(ReadingCriteria(min_age_minutes=120), "anna")] == [old]
+    assert [i.study_instance_uid for i in app.reading.items(ReadingCriteria(max_age_minutes=120), "anna")] == [new]
+    between = ReadingCriteria(min_age_minutes=170, max_age_minutes=190)
+    assert [i.study_instance_uid for i in app.reading.items(between, "anna")] == [old]
+    (item,) = app.reading.items(ReadingCriteria(priorities=("ROUTINE",)), "anna")
+    assert item.status_at is not None and abs((item.status_at - (now - timedelta(hours=3))).total_seconds()) < 2
+    # longest waiting first within a priority
+    older = _study(app, "E3", "ROUTINE", "RAD", completed_at=now - timedelta(hours=5))
+    routine = app.reading.items(ReadingCriteria(priorities=("ROUTINE",)), "anna")
+    assert [i.study_instance_uid for i in routine] == [older, old]
+
+
+def test_a_study_of_several_procedures_shows_once_with_the_most_urgent(app: Application) -> None:
+    s1 = _study(app, "F1", "ROUTINE", "RAD")
+    s2 = _study(app, "F2", "STAT", "ER")
+    s3 = _study(app, "F3", "HIGH", "RAD")
+    app.procedures.link(_procedure_pk(app, "F2"), s1, ANNA)
+    app.procedures.link(_procedure_pk(app, "F3"), s1, ANNA)
+    listed = app.reading.items(ReadingCriteria(), "anna")
+    assert [i.study_instance_uid for i in listed] == [s1, s2, s3]  # s1 and s2 tie on F2: older study first
+    assert (listed[0].priority, listed[0].accession_number, listed[0].department) == ("STAT", "F2", "ER")
+    assert [i.study_instance_uid for i in app.reading.items(ReadingCriteria(), "anna", limit=2)] == [s1, s2]
+    assert app.reading.items(ReadingCriteria(priorities=("ROUTINE",)), "anna")[0].accession_number == "F1"
+    assert app.reading.counts("anna")["unread"] == 3
+
+
+def test_counts_per_filter_and_claims_audited_once(app: Application) -> None:
+    study = _study(app, "G1", "ROUTINE", "RAD")
+    _study(app, "G2", "STAT", "ER", modality="MR")
+    app.procedures.set_status(_procedure_pk(app, "G2"), "final", ANNA)
+    app.reading.save_filter("finals", ReadingCriteria(statuses=("final",)), ANNA, shared=False)
+    app.reading.save_filter("ct", ReadingCriteria(modalities=("MR",)), BOB, shared=True)
+    app.reading.save_filter("ct", ReadingCriteria(modalities=("CT",)), ANNA, shared=False)
+    assert len(app.reading.items(ReadingCriteria(statuses=("final",)), "anna")) == 1
+    assert app.reading.counts("anna") == {"unread": 1, "filters": {"ct": 1, "finals": 0}}
+    assert app.reading.counts("bob") == {"unread": 1, "filters": {"ct": 0}}  # the shared MR filter
+    app.reading.claim(study, ANNA)
+    app.reading.claim(study, ANNA)
+    app.reading.release(study, ANNA)
+    actions = [e["action"] for e in app.archive.audit(0, 1000) if str(e["action"]).startswith("reading-")]
+    assert actions == ["reading-filter-saved"] * 3 + ["reading-claimed", "reading-released"]
+    with pytest.raises(InvalidQuery):
+        ReadingCriteria(unclaimed=True, mine=True)
+    with pytest.raises(InvalidQuery):
+        ReadingCriteria.from_json({"priorities": ["URGENT"]})
+    with pytest.raises(InvalidQuery):
+        ReadingCriteria.from_json({"min_age_minutes": "soon"})
+    criteria = ReadingCriteria.from_json({"modalities": "ct,mr", "unclaimed": "true", "max_age_minutes": "30"})
+    assert criteria == ReadingCriteria(modalities=("CT", "MR"), unclaimed=True, max_age_minutes=30)
+    assert ReadingCriteria.from_json(criteria.to_json()) == criteria

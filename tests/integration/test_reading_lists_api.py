@@ -4,6 +4,7 @@ unread counts; a shared filter needs an administrator."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,5 +77,38 @@ def test_two_radiologists_one_study(
         )
     with http(server, bob) as b:
         assert [f["name"] for f in b.get("/api/reading/filters").json()] == ["stat"]
+        assert b.get("/api/reading/filters/stat").json()["shared"] is True
+        assert b.get("/api/reading/filters/my-ct").status_code == 404
+        assert b.delete("/api/reading/filters/stat", params={"shared": "true"}).status_code == 403
+    with http(server, anna) as a:
+        assert a.get("/api/reading/filters/my-ct").json()["criteria"] == {"modalities": ["CT"]}
+        assert a.delete("/api/reading/filters/my-ct").status_code == 204
+        assert a.get("/api/reading/filters/my-ct").status_code == 404
     with http(server, accounts_of(server)["technologist"]) as tech:
         assert tech.get("/api/reading").status_code == 403
+
+
+def test_the_reading_commands(server: ServerProcess, radiologists: tuple[Account, Account], tmp_path: Path) -> None:
+    """`openpacs reading` on the server's database: the same claims the REST API shows."""
+    anna, bob = radiologists
+    study = store_ct(server, tmp_path, "READ2", "Reading^Cli", accession="RD2")
+    assert "dr-bob" in server.cli("reading", "claim", study, "--as", "dr-bob").stdout
+    refused = server.cli("reading", "claim", study, "--as", "dr-anna", check=False)
+    assert refused.returncode == 1 and "dr-bob is reading this study" in refused.stderr
+    with http(server, anna) as a:
+        claimed = [s for s in a.get("/api/reading").json()["studies"] if s["study_instance_uid"] == study]
+        assert claimed[0]["claimed_by"] == "dr-bob"
+        assert a.post(f"/api/reading/{study}/claim").status_code == 409
+    mine = json.loads(server.cli("reading", "list", "--mine", "--as", "dr-bob", "--json").stdout)
+    assert study in [s["study_instance_uid"] for s in mine] and all(s["claimed_by"] == "dr-bob" for s in mine)
+    assert "RD2" in server.cli("reading", "list", "--modalities", "CT", "--max-age-minutes", "60").stdout
+    server.cli("reading", "save-filter", "cli-ct", '{"modalities": ["CT"]}', "--as", "dr-bob")
+    assert "cli-ct" in json.loads(server.cli("reading", "counts", "--as", "dr-bob").stdout)["filters"]
+    bad = server.cli("reading", "save-filter", "bad", '{"statuses": ["read"]}', check=False)
+    assert bad.returncode == 1 and "statuses" in bad.stderr
+    server.cli("reading", "delete-filter", "cli-ct", "--as", "dr-bob")
+    assert server.cli("reading", "filters", "--as", "dr-bob", "--json").stdout.count("cli-ct") == 0
+    assert server.cli("reading", "release", study, "--as", "dr-anna", check=False).returncode == 1
+    server.cli("reading", "release", study, "--as", "dr-bob")
+    with http(server, bob) as b:
+        assert b.post(f"/api/reading/{study}/release").status_code == 404

@@ -96,6 +96,7 @@ RULES: dict[tuple[str, str], str | set[str]] = {
     ("get", "/api/reading"): READING,
     ("get", "/api/reading/counts"): READING,
     ("get", "/api/reading/filters"): READING,
+    ("get", "/api/reading/filters/{name}"): READING,
     ("put", "/api/reading/filters/{name}"): READING,
     ("delete", "/api/reading/filters/{name}"): READING,
     ("post", "/api/reading/{study_uid}/claim"): READING,

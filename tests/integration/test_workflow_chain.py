@@ -100,7 +100,7 @@ def test_order_to_final_report(server: ServerProcess, tmp_path: Path) -> None:
     ds.save_as(query, implicit_vr=False, little_endian=True)
     out = run_dcmtk("findscu", "-v", "-W", "-aec", server.ae_title, "127.0.0.1", str(server.dicom_port), str(query))
     assert "Received Final Find Response (Success)" in out.stderr and out.stderr.count("(Pending)") == 1, out.stderr
-    study_uid = re.search(r"\(0020,000d\) UI \[([0-9.]+)\]", out.stderr)
+    study_uid = re.search(r"\(0020,000d\) UI \[([0-9.]+)\x00?\]", out.stderr)  # UI pads with NUL
     assert study_uid is not None and f"[{accession}]" in out.stderr and f"[SPS{accession} ]" in out.stderr, out.stderr
     study = study_uid.group(1)
     assert wait_for(lambda: _procedure(server, accession)["reading_worklists"]) == ["STAT CT"]

@@ -31,8 +31,10 @@ def list_studies(
     statuses: Values = "",
     departments: Values = "",
     worklist: Annotated[str, typer.Option(help="A reading worklist workflow rules assign to.")] = "",
-    min_age_minutes: Annotated[int | None, typer.Option(min=0)] = None,
-    unclaimed: Annotated[bool, typer.Option("--unclaimed")] = False,
+    min_age_minutes: Annotated[int | None, typer.Option(min=0, help="In its status for at least so long.")] = None,
+    max_age_minutes: Annotated[int | None, typer.Option(min=0, help="In its status for at most so long.")] = None,
+    unclaimed: Annotated[bool, typer.Option("--unclaimed", help="Only studies nobody reads.")] = False,
+    mine: Annotated[bool, typer.Option("--mine", help="Only studies the user (--as) claimed.")] = False,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 200,
     user: User = "",
     as_json: JsonOut = False,
@@ -44,7 +46,8 @@ def list_studies(
     reader = _actor(user).id
     given: dict[str, Any] = {
         "modalities": modalities, "body_parts": body_parts, "priorities": priorities, "statuses": statuses,
-        "departments": departments, "worklist": worklist, "min_age_minutes": min_age_minutes, "unclaimed": unclaimed,
+        "departments": departments, "worklist": worklist, "min_age_minutes": min_age_minutes,
+        "max_age_minutes": max_age_minutes, "unclaimed": unclaimed, "mine": mine,
     }  # fmt: skip
 
     def run(app: Any) -> list[Any]:
@@ -120,9 +123,15 @@ def save_filter(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Save a reading list filter (the user's own, or shared)."""
-    parsed = ReadingCriteria.from_json(json.loads(criteria))
+    try:
+        given = json.loads(criteria)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not JSON: {exc}", param_hint="CRITERIA") from exc
+    if not isinstance(given, dict):
+        raise typer.BadParameter("a JSON object of filters", param_hint="CRITERIA")
     with_app(config, data_dir, database_url,
-             lambda app: app.reading.save_filter(name, parsed, _actor(user), shared=shared))  # fmt: skip
+             lambda app: app.reading.save_filter(name, ReadingCriteria.from_json(given), _actor(user),
+                                                 shared=shared))  # fmt: skip
     console.print(f"filter {name} saved", highlight=False)
 
 
@@ -137,3 +146,18 @@ def filters(
     """The user's saved filters and the shared ones."""
     found = with_app(config, data_dir, database_url, lambda app: app.reading.filters(_actor(user).id))
     print(json.dumps([f.to_json() for f in found], indent=2))
+
+
+@reading_app.command("delete-filter")
+def delete_filter(
+    name: Annotated[str, typer.Argument(help="The filter's name.")],
+    shared: Annotated[bool, typer.Option("--shared", help="The shared filter of that name.")] = False,
+    user: User = "",
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Delete a saved filter (the user's own, or the shared one)."""
+    with_app(config, data_dir, database_url,
+             lambda app: app.reading.delete_filter(name, _actor(user), shared=shared))  # fmt: skip
+    console.print(f"filter {name} deleted", highlight=False)

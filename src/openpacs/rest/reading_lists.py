@@ -81,6 +81,12 @@ async def filters(request: Request, caller: Reader) -> list[dict[str, Any]]:
     return [f.to_json() for f in found]
 
 
+@router.get("/filters/{name}", summary="A saved filter: the caller's own of that name, else the shared one")
+async def saved_filter(name: FilterName, request: Request, caller: Reader) -> dict[str, Any]:
+    found = await run_in_threadpool(services(request).reading.saved_filter, name, caller.user.name)
+    return found.to_json()
+
+
 @router.put("/filters/{name}", summary="Save a filter (the caller's own, or shared)")
 async def save_filter(name: FilterName, body: FilterBody, request: Request, caller: Reader) -> dict[str, Any]:
     _shared_allowed(caller, body.shared)

@@ -27,11 +27,15 @@ class ReadingService:
 
     def criteria_of(self, name: str, username: str) -> ReadingCriteria:
         """A saved filter's criteria: the user's own of that name, else the shared one."""
+        return self.saved_filter(name, username).criteria
+
+    def saved_filter(self, name: str, username: str) -> SavedFilter:
+        """The user's own filter of that name, else the shared one."""
         with self._index.session() as session:
             found = [f for f in session.reading.filters(username) if f.name == name]
         if not found:
             raise NotFound(f"no reading filter named {name!r}")
-        return found[0].criteria
+        return found[0]
 
     def counts(self, username: str) -> dict[str, Any]:
         """Unread studies (in progress or completed, not yet reported): in all, and per saved filter."""
@@ -40,8 +44,13 @@ class ReadingService:
             total = session.reading.count(ReadingCriteria(statuses=UNREAD), now, username)
             per_filter = {}
             for saved in session.reading.filters(username):
-                unread = [s for s in saved.criteria.statuses if s in UNREAD] or list(UNREAD)
-                criteria = ReadingCriteria(**{**saved.criteria.__dict__, "statuses": tuple(unread)})
+                if saved.name in per_filter:
+                    continue  # the user's own filter hides a shared one of the same name (as criteria_of)
+                unread = tuple(s for s in saved.criteria.statuses if s in UNREAD)
+                if not unread:  # a list of read studies (preliminary, final...) has nothing unread
+                    per_filter[saved.name] = 0
+                    continue
+                criteria = ReadingCriteria(**{**saved.criteria.__dict__, "statuses": unread})
                 per_filter[saved.name] = session.reading.count(criteria, now, username)
         return {"unread": total, "filters": per_filter}
 

@@ -77,13 +77,21 @@ class ReadingTable:
         ]  # fmt: skip
         select, status, status_at, priority = self._select(columns, criteria, now, username)
         rank = sa.case({k: v for k, v in PRIORITY_RANK.items() if k}, value=priority, else_=len(PRIORITY_RANK))
-        select = select.add_columns(status.label("status"), status_at.label("status_at"), priority.label("priority"))
-        rows = self.connection.execute(select.order_by(rank, status_at, st.c.pk).limit(limit * 3))
+        # a study of several procedures shows once, with its most urgent one (row_number per study)
+        nth = sa.func.row_number().over(partition_by=st.c.pk, order_by=(rank, status_at, p.c.pk))
+        ranked = select.add_columns(
+            status.label("status"), status_at.label("status_at"), priority.label("priority"), rank.label("rank"),
+            nth.label("nth"),
+        ).subquery()  # fmt: skip
+        rows = self.connection.execute(
+            sa.select(ranked)
+            .where(ranked.c.nth == 1)
+            .order_by(ranked.c.rank, ranked.c.status_at, ranked.c.study_pk)
+            .limit(limit)
+        )
         items: dict[str, ReadingItem] = {}
         study_pks: dict[str, int] = {}
         for row in rows:
-            if row.study_instance_uid in items:
-                continue  # a study of several procedures: its most urgent one
             items[row.study_instance_uid] = ReadingItem(
                 study_instance_uid=row.study_instance_uid,
                 patient_id=row.patient_id,
@@ -100,8 +108,6 @@ class ReadingTable:
                 claimed_at=aware(row.claimed_at) if row.claimed_at is not None else None,
             )
             study_pks[row.study_instance_uid] = int(row.study_pk)
-            if len(items) == limit:
-                break
         if items:
             se, a = t.series, t.reading_assignment
             parts = self.connection.execute(

@@ -18,6 +18,7 @@ from pydicom.uid import generate_uid
 from helpers import TEST_ORIGIN
 from openpacs.bootstrap import Application
 from openpacs.domain.errors import Conflict, InvalidQuery, NotFound
+from openpacs.domain.hl7 import MessageQuery
 from openpacs.domain.reading_list import ReadingCriteria
 from openpacs.domain.records import Actor
 from openpacs.services.procedures import ProcedureService
@@ -225,3 +226,19 @@ def test_counts_per_filter_and_claims_audited_once(app: Application) -> None:
     criteria = ReadingCriteria.from_json({"modalities": "ct,mr", "unclaimed": "true", "max_age_minutes": "30"})
     assert criteria == ReadingCriteria(modalities=("CT", "MR"), unclaimed=True, max_age_minutes=30)
     assert ReadingCriteria.from_json(criteria.to_json()) == criteria
+
+
+def test_a_final_report_ends_the_claim(app: Application) -> None:
+    study = _study(app, "D1", "ROUTINE", "RAD")
+    app.reading.claim(study, ANNA)
+    oru = (
+        "MSH|^~\\&|RPT|HOSP|PACS|HOSP|2026||ORU^R01|RD1|P|2.5.1\rPID|||P-D1^^^HOSP^MR\r"
+        "OBR|1|||CT||||||||||||||D1|RP-D1||||||F\rOBX|1|TX|IMP^Impression||Normal.\r"
+    )
+    assert b"MSA|AA|" in app.hl7.receive(oru.encode(), "127.0.0.1:4000")
+    app.hl7_processor.process_pending()
+    (message,) = app.hl7.messages(MessageQuery(control_id="RD1"))
+    assert message.status == "processed", message.error
+    assert "no order" not in message.error
+    (item,) = app.reading.items(ReadingCriteria(statuses=("final",)), "bob")
+    assert item.study_instance_uid == study and item.claimed_by == ""

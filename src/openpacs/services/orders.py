@@ -233,6 +233,10 @@ class OrderService:
                     )
                     if not changed and status == "amended":
                         store.add_status_history(procedure.pk, status, source, now)
+                    if status in FINAL_STATES:  # read: its studies are no longer anyone's to read
+                        linked = {link.study_instance_uid for link in session.workflow.links_of_procedure(procedure.pk)}
+                        for uid in sorted(linked | {procedure.study_instance_uid} - {""}):
+                            session.reading.release(uid)
                 session.add_audit(
                     [
                         AuditRecord(

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from openpacs.domain.errors import InvalidInstance, NotFound
-from openpacs.domain.orders import COMPLETED, DISCONTINUED, STEP_STATUSES, StepRow
+from openpacs.domain.orders import COMPLETED, DISCONTINUED, STEP_STATUSES, OrderEntry, StepRow
 from openpacs.domain.records import Actor
 from openpacs.domain.worklist import entry_from_item, step_columns, stored_item
 from openpacs.domain.worklist_query import WorklistQuery, parse_worklist_query
@@ -79,17 +79,25 @@ class WorklistService:
         wanted = entry.procedures[0].steps[0].scheduled_step_id
         return [s for s in steps if s.scheduled_step_id == wanted] or steps
 
-    def import_items(self, items: Sequence[tuple[str, dict[str, Any]]], actor: Actor) -> list[str]:
-        """Import worklist items (name, DICOM JSON), each on its own; a line per item saying
-        what was done or why it was refused."""
+    def import_items(self, items: Sequence[tuple[str, dict[str, Any]]], actor: Actor, *, batch: int = 500) -> list[str]:
+        """Import worklist items (name, DICOM JSON): a line per item saying what was done or why
+        it was refused. Items are checked one by one, then applied *batch* to a transaction (an
+        entry of the same order and step is updated)."""
         notes = []
+        entries: list[tuple[str, OrderEntry]] = []
         for name, item in items:
             try:
-                steps = self.create(item, actor, source=f"import {name}"[:64])
+                entry = entry_from_item(item, default_step_id=self._new_id(), default_procedure_id=self._new_id())
             except InvalidInstance as exc:
                 notes.append(f"{name}: refused: {exc.reason}")
                 continue
-            notes.append(f"{name}: entry {', '.join(str(s.pk) for s in steps)}")
+            entries.append((name, entry))
+        for start in range(0, len(entries), batch):
+            chunk = entries[start : start + batch]
+            self._orders.apply_orders([e for _, e in chunk], actor, "worklist import", None)
+            for name, entry in chunk:
+                step = entry.procedures[0].steps[0]
+                notes.append(f"{name}: entry {step.scheduled_step_id} (accession {entry.accession_number or '-'})")
         return notes
 
     def entry(self, pk: int) -> StepRow:

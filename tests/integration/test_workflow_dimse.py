@@ -386,8 +386,17 @@ def test_deep_verification_after_commitment_finds_a_damaged_file(tmp_path: Path)
     env = {**ENV, "OPENPACS_WORKFLOW__COMMITMENT_VERIFY": "true"}
     running = start_server(tmp_path / "data", f"sqlite:///{tmp_path / 'index.sqlite3'}", extra_env=env)
     try:
+        reported = threading.Event()
+
+        def on_report(_event: Any) -> tuple[int, None]:
+            reported.set()
+            return 0, None
+
         ae = _ae("VERIFIER")
-        assoc = ae.associate("127.0.0.1", running.dicom_port, ae_title=running.ae_title)
+        assoc = ae.associate(
+            "127.0.0.1", running.dicom_port, ae_title=running.ae_title,
+            evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)],
+        )  # fmt: skip
         stored = [_ct(str(generate_uid())) for _ in range(2)]
         for ds in stored:
             assert assoc.send_c_store(ds).Status == 0
@@ -399,6 +408,7 @@ def test_deep_verification_after_commitment_finds_a_damaged_file(tmp_path: Path)
         damaged.write_bytes(damaged.read_bytes()[:-10] + b"0123456789")
         info = _refs([(str(ds.SOPClassUID), str(ds.SOPInstanceUID)) for ds in stored])
         assert assoc.send_n_action(info, 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE)[0].Status == 0
+        assert reported.wait(10)  # the report comes on this association; release only after it
         assoc.release()
         with http(running, accounts_of(running)["admin"]) as client:
             deadline = time.monotonic() + 20

@@ -62,7 +62,7 @@ class Scp:
             found = self.received()
             if len(found) >= count:
                 return found
-            time.sleep(0.1)
+            time.sleep(0.02)
         return self.received()
 
 
@@ -97,7 +97,8 @@ def _job(server: ServerProcess, pk: int) -> dict[str, Any]:
 
 
 def test_a_destination_down_mid_burst_and_a_restart_lose_nothing(tmp_path: Path, database_url: str, scp: Scp) -> None:
-    paths = generate("small", tmp_path / "corpus", 80, seed=3, per_series=40)
+    # enough instances that the destination is down well before the last of them is forwarded
+    paths = generate("small", tmp_path / "corpus", 200, seed=3, per_series=40)
     expected = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in paths}
     server = _server(tmp_path, database_url)
     try:

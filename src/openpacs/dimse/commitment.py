@@ -10,7 +10,7 @@ from typing import Any
 from openpacs.dimse import commands as cmd
 from openpacs.dimse.association import Aborted, Association, ReleaseRequested
 from openpacs.dimse.identifiers import decode_identifier, encode_identifier
-from openpacs.dimse.negotiation import AssociationFailed, request
+from openpacs.dimse.negotiation import Requestor
 from openpacs.dimse.pdu import ProtocolError
 from openpacs.domain import dicom_json as dj
 from openpacs.domain import transfer_syntaxes as tsx
@@ -103,30 +103,11 @@ def parse_event_information(info: dict[str, Any]) -> CommitmentResult:
     return CommitmentResult(dj.text(info, _TRANSACTION_UID), committed, failed)
 
 
-class CommitmentScu:
-    """Asks a peer to commit to instances it has received from us."""
+class CommitmentScu(Requestor):
+    """Asks a peer to commit to instances it has received from us, and reports the commitments
+    we gave on associations of ours."""
 
-    def __init__(self, *, ae_title: str, max_pdu: int, timeout: float = 30.0) -> None:
-        self.ae_title = ae_title
-        self.max_pdu = max_pdu
-        self.timeout = timeout
-
-    def _associate(self, peer: PeerAddress, *, scp_role: bool) -> Association:
-        """An association to *peer* for Storage Commitment Push Model (proposing the SCP role
-        too when we send a report); PeerError when it cannot be had."""
-        try:
-            return request(
-                peer.host,
-                peer.port,
-                calling_ae=self.ae_title,
-                called_ae=peer.ae_title,
-                contexts=[(STORAGE_COMMITMENT_PUSH, (tsx.EXPLICIT_LE, tsx.IMPLICIT_LE))],
-                max_pdu=self.max_pdu,
-                timeout=self.timeout,
-                scp_roles=frozenset({STORAGE_COMMITMENT_PUSH}) if scp_role else frozenset(),
-            )
-        except AssociationFailed as exc:
-            raise PeerError(str(exc)) from exc
+    _CONTEXTS: list[tuple[str, tuple[str, ...]]] = [(STORAGE_COMMITMENT_PUSH, (tsx.EXPLICIT_LE, tsx.IMPLICIT_LE))]
 
     def request(
         self, peer: PeerAddress, transaction_uid: str, refs: Sequence[tuple[str, str]], *, wait: float = 5.0
@@ -134,7 +115,7 @@ class CommitmentScu:
         """Send the N-ACTION-RQ; return the N-EVENT-REPORT if the peer sends it on this
         association within *wait* seconds, else None (it will come on an association of its
         own). A refused request or an unreachable peer raises PeerError."""
-        assoc = self._associate(peer, scp_role=False)
+        assoc = self._associate(peer, self._CONTEXTS)
         try:
             offered = assoc.contexts_for(STORAGE_COMMITMENT_PUSH)
             if not offered:
@@ -187,7 +168,7 @@ class CommitmentScu:
     def report(self, peer: PeerAddress, result: CommitmentResult) -> None:
         """Send a commitment result on an association of ours, proposing the SCP role of
         Storage Commitment Push Model (PS3.4 J.3.3); raises PeerError when it is not taken."""
-        assoc = self._associate(peer, scp_role=True)
+        assoc = self._associate(peer, self._CONTEXTS, scp_roles=frozenset({STORAGE_COMMITMENT_PUSH}))
         try:
             offered = assoc.contexts_for(STORAGE_COMMITMENT_PUSH)
             if not offered:

@@ -29,7 +29,9 @@ from pynetdicom.transport import AddressInformation
 from openpacs.dimse import pdu
 from openpacs.dimse.association import Association, AssociationInfo, Context
 from openpacs.domain import transfer_syntaxes as tsx
+from openpacs.domain.errors import PeerError
 from openpacs.domain.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
+from openpacs.ports.peers import PeerAddress
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 
@@ -333,3 +335,35 @@ def request(
         ),
         contexts=accepted,
     )
+
+
+class Requestor:
+    """What our SCUs share (PS3.8 7.1.1): our AE title, the PDU size we take, the timeout, and
+    an association to a peer, whose failure is a PeerError an administrator can read."""
+
+    def __init__(self, *, ae_title: str, max_pdu: int, timeout: float = 30.0) -> None:
+        self.ae_title = ae_title
+        self.max_pdu = max_pdu
+        self.timeout = timeout
+
+    def _associate(
+        self,
+        peer: PeerAddress,
+        contexts: list[tuple[str, tuple[str, ...]]],
+        timeout: float | None = None,
+        *,
+        scp_roles: frozenset[str] = frozenset(),
+    ) -> Association:
+        try:
+            return request(
+                peer.host,
+                peer.port,
+                calling_ae=self.ae_title,
+                called_ae=peer.ae_title,
+                contexts=contexts,
+                max_pdu=self.max_pdu,
+                timeout=self.timeout if timeout is None else timeout,
+                scp_roles=scp_roles,
+            )
+        except AssociationFailed as exc:
+            raise PeerError(str(exc)) from exc

@@ -8,20 +8,15 @@ from typing import Any
 from openpacs.dimse import commands as cmd
 from openpacs.dimse.association import Aborted, ReleaseRequested
 from openpacs.dimse.identifiers import encode_identifier
-from openpacs.dimse.negotiation import AssociationFailed, request
+from openpacs.dimse.negotiation import Requestor
 from openpacs.dimse.pdu import ProtocolError
 from openpacs.domain import transfer_syntaxes as tsx
 from openpacs.domain.errors import PeerError
 from openpacs.ports.peers import PeerAddress
 
 
-class NormalizedScu:
+class NormalizedScu(Requestor):
     """Sends N-CREATE and N-SET requests; thread-safe (no state between calls)."""
-
-    def __init__(self, *, ae_title: str, max_pdu: int, timeout: float = 30.0) -> None:
-        self.ae_title = ae_title
-        self.max_pdu = max_pdu
-        self.timeout = timeout
 
     def n_create(self, peer: PeerAddress, sop_class_uid: str, sop_instance_uid: str, dataset: dict[str, Any]) -> int:
         command = {
@@ -44,18 +39,7 @@ class NormalizedScu:
     def _operation(
         self, peer: PeerAddress, sop_class_uid: str, command: dict[str, Any], answer: int, dataset: dict[str, Any]
     ) -> int:
-        try:
-            assoc = request(
-                peer.host,
-                peer.port,
-                calling_ae=self.ae_title,
-                called_ae=peer.ae_title,
-                contexts=[(sop_class_uid, (tsx.EXPLICIT_LE, tsx.IMPLICIT_LE))],
-                max_pdu=self.max_pdu,
-                timeout=self.timeout,
-            )
-        except AssociationFailed as exc:
-            raise PeerError(str(exc)) from exc
+        assoc = self._associate(peer, [(sop_class_uid, (tsx.EXPLICIT_LE, tsx.IMPLICIT_LE))])
         try:
             contexts = assoc.contexts_for(sop_class_uid)
             if not contexts:

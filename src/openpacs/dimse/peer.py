@@ -26,8 +26,7 @@ from openpacs.dimse.negotiation import (
     STUDY_ROOT_GET,
     STUDY_ROOT_MOVE,
     VERIFICATION,
-    AssociationFailed,
-    request,
+    Requestor,
 )
 from openpacs.dimse.pdu import ProtocolError
 from openpacs.domain import transfer_syntaxes as tsx
@@ -122,35 +121,8 @@ STORAGE_SOP_CLASSES: tuple[str, ...] = (
 )
 
 
-class DimsePeer:
+class DimsePeer(Requestor):
     """Implements the DicomPeer port."""
-
-    def __init__(self, *, ae_title: str, max_pdu: int, timeout: float = 30.0) -> None:
-        self.ae_title = ae_title
-        self.max_pdu = max_pdu
-        self.timeout = timeout
-
-    def _associate(
-        self,
-        peer: PeerAddress,
-        contexts: list[tuple[str, tuple[str, ...]]],
-        timeout: float,
-        *,
-        scp_roles: frozenset[str] = frozenset(),
-    ) -> Association:
-        try:
-            return request(
-                peer.host,
-                peer.port,
-                calling_ae=self.ae_title,
-                called_ae=peer.ae_title,
-                contexts=contexts,
-                max_pdu=self.max_pdu,
-                timeout=timeout,
-                scp_roles=scp_roles,
-            )
-        except AssociationFailed as exc:
-            raise PeerError(str(exc)) from exc
 
     def echo(self, peer: PeerAddress, *, timeout: float = 10.0) -> None:
         """C-ECHO (PS3.4 Annex A)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -264,48 +264,53 @@ class ScpSession:
         return decode_identifier(msg.data or b"", context.transfer_syntax) if msg.data else {}
 
     def handle_n_create(self, msg: Message) -> None:
-        """MPPS N-CREATE (PS3.4 F.7.2.1): the step is created IN PROGRESS."""
-        self.log.counts["N-CREATE"] += 1
-        context = self.assoc.contexts[msg.context_id]
+        """MPPS N-CREATE (PS3.4 F.7.2.1): the step is created IN PROGRESS (we give it a UID if
+        the SCU did not)."""
         uid = str(msg.command.get("AffectedSOPInstanceUID", ""))
-        fields = {"AffectedSOPInstanceUID": uid or None}
-        if context.abstract_syntax != MODALITY_PERFORMED_PROCEDURE_STEP or self.services.mpps is None:
-            self._respond(msg, cmd.N_CREATE_RSP, NO_SUCH_SOP_CLASS, "N-CREATE is served for MPPS only", fields=fields)
-            return
-        if not self._allowed(Service.STORE):
-            self._respond(msg, cmd.N_CREATE_RSP, NOT_AUTHORIZED, "this node may not report procedures", fields=fields)
-            return
-        try:
-            uid = self.services.mpps.create(uid, self._normalized_data(msg), self.assoc.info.calling_ae)
-        except Exception as exc:
-            status, reason = _status_of(exc)
-            log.warning("MPPS N-CREATE from %s refused (0x%04X): %s", self.origin.actor.id, status, reason)
-            self.log.counts["N-CREATE:refused"] += 1
-            self._respond(msg, cmd.N_CREATE_RSP, status, reason, fields=fields)
-            return
-        self._respond(msg, cmd.N_CREATE_RSP, SUCCESS, fields={"AffectedSOPInstanceUID": uid})
+
+        def create(mpps: MppsService, data: dict[str, Any], ae: str) -> dict[str, Any]:
+            return {"AffectedSOPInstanceUID": mpps.create(uid, data, ae)}
+
+        self._mpps_operation(msg, "N-CREATE", cmd.N_CREATE_RSP, {"AffectedSOPInstanceUID": uid or None}, create)
 
     def handle_n_set(self, msg: Message) -> None:
         """MPPS N-SET (PS3.4 F.7.2.2): changes while IN PROGRESS; COMPLETED and DISCONTINUED are final."""
-        self.log.counts["N-SET"] += 1
-        context = self.assoc.contexts[msg.context_id]
         uid = str(msg.command.get("RequestedSOPInstanceUID", ""))
+        context = self.assoc.contexts[msg.context_id]
         fields = {"AffectedSOPClassUID": context.abstract_syntax, "AffectedSOPInstanceUID": uid or None}
+
+        def update(mpps: MppsService, data: dict[str, Any], ae: str) -> dict[str, Any]:
+            mpps.set(uid, data, ae)
+            return fields
+
+        self._mpps_operation(msg, "N-SET", cmd.N_SET_RSP, fields, update)
+
+    def _mpps_operation(
+        self,
+        msg: Message,
+        name: str,
+        answer: int,
+        fields: dict[str, Any],
+        run: Callable[[MppsService, dict[str, Any], str], dict[str, Any]],
+    ) -> None:
+        """The checks and answers N-CREATE and N-SET share: MPPS only, a node that may store."""
+        self.log.counts[name] += 1
+        context = self.assoc.contexts[msg.context_id]
         if context.abstract_syntax != MODALITY_PERFORMED_PROCEDURE_STEP or self.services.mpps is None:
-            self._respond(msg, cmd.N_SET_RSP, NO_SUCH_SOP_CLASS, "N-SET is served for MPPS only", fields=fields)
+            self._respond(msg, answer, NO_SUCH_SOP_CLASS, f"{name} is served for MPPS only", fields=fields)
             return
         if not self._allowed(Service.STORE):
-            self._respond(msg, cmd.N_SET_RSP, NOT_AUTHORIZED, "this node may not report procedures", fields=fields)
+            self._respond(msg, answer, NOT_AUTHORIZED, "this node may not report procedures", fields=fields)
             return
         try:
-            self.services.mpps.set(uid, self._normalized_data(msg), self.assoc.info.calling_ae)
+            done = run(self.services.mpps, self._normalized_data(msg), self.assoc.info.calling_ae)
         except Exception as exc:
             status, reason = _status_of(exc)
-            log.warning("MPPS N-SET from %s refused (0x%04X): %s", self.origin.actor.id, status, reason)
-            self.log.counts["N-SET:refused"] += 1
-            self._respond(msg, cmd.N_SET_RSP, status, reason, fields=fields)
+            log.warning("MPPS %s from %s refused (0x%04X): %s", name, self.origin.actor.id, status, reason)
+            self.log.counts[f"{name}:refused"] += 1
+            self._respond(msg, answer, status, reason, fields=fields)
             return
-        self._respond(msg, cmd.N_SET_RSP, SUCCESS, fields=fields)
+        self._respond(msg, answer, SUCCESS, fields=done)
 
     # -- N-ACTION: Storage Commitment Push Model, we are the SCP --------------------------------
 

@@ -6,6 +6,7 @@ Procedure, C.4.12 Imaging Service Request, C.7.1.1 Patient), kept as DICOM JSON.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -89,6 +90,20 @@ def _code_of(item: dict[str, Any], key: str) -> Code | None:
         return None
     code = found[0]
     return Code(dj.text(code, "00080100"), dj.text(code, "00080104"), dj.text(code, "00080102"))
+
+
+_TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
+
+
+def checked_item(item: dict[str, Any]) -> dict[str, Any]:
+    """A worklist item from outside (the REST API) as pydicom reads and writes it back; raises
+    InvalidInstance (400) with the reason when it is not DICOM JSON (PS3.18 F.2)."""
+    if not all(isinstance(k, str) and _TAG.match(k) for k in item):
+        raise InvalidInstance("a worklist item is a DICOM JSON object keyed by 8 hexadecimal digit tags")
+    try:
+        return dict(Dataset.from_json(item).to_json_dict())
+    except Exception as exc:
+        raise InvalidInstance(f"not a valid DICOM JSON item: {type(exc).__name__}: {exc}"[:300]) from exc
 
 
 def entry_from_item(item: dict[str, Any], *, default_step_id: str, default_procedure_id: str) -> OrderEntry:

@@ -18,10 +18,12 @@ from openpacs.ports.index import AuditRecord, Index, IndexSession
 
 
 def advance(
-    session: IndexSession, procedure: ProcedureRow, status: str, source: str, actor: Actor, now: datetime
-) -> bool:
-    """Move *procedure* to *status* if the model allows it; True when it moved."""
-    if not may_advance(procedure.status, status):
+    session: IndexSession, procedure: ProcedureRow, status: str, source: str, actor: Actor, now: datetime,
+    *, force: bool = False,
+) -> bool:  # fmt: skip
+    """Move *procedure* to *status* if the model allows it (or *force*: by hand, backwards too);
+    True when it moved."""
+    if not force and not may_advance(procedure.status, status):
         return False
     if not session.orders.set_procedure_status(procedure.pk, status, source, now):
         return False
@@ -34,7 +36,8 @@ def advance(
                 "success",
                 [{"level": "ACCESSION", "uid": procedure.accession_number}]
                 + ([{"level": "STUDY", "uid": procedure.study_instance_uid}] if procedure.study_instance_uid else []),
-                {"procedure": procedure.pk, "from": procedure.status, "to": status, "source": source},
+                {"procedure": procedure.pk, "from": procedure.status, "to": status, "source": source}
+                | ({"forced": True} if force else {}),
             )
         ]
     )
@@ -142,17 +145,7 @@ class ProcedureService:
             if found is None:
                 raise NotFound(f"no requested procedure {pk}")
             source = f"manual {actor.id}"[:64]
-            if force:
-                if session.orders.set_procedure_status(pk, status, source, now):
-                    session.add_audit(
-                        [
-                            AuditRecord(
-                                now, actor, "procedure-status", "success",
-                                [{"level": "ACCESSION", "uid": found.accession_number}],
-                                {"procedure": pk, "from": found.status, "to": status, "source": source, "forced": True},
-                            )
-                        ]
-                    )  # fmt: skip
-            elif not advance(session, found, status, source, actor, now) and found.status != status:
+            moved = advance(session, found, status, source, actor, now, force=force)
+            if not moved and not force and found.status != status:
                 raise Conflict(f"procedure {pk} is {found.status}: it cannot become {status} (force to override)")
         return self.procedure(pk)

@@ -106,11 +106,16 @@ class WorkflowService:
         longer covers every image)."""
         if not session.workflow.procedures_with_status(["final"], limit=1):
             return
+        studies = session.workflow.studies_of_instances([c.resource for c in changes])
+        latest: dict[str, datetime] = {}  # per study, when its newest image of the batch came
         for change in changes:
-            for study_uid in session.workflow.study_uids_of_instances([change.resource]):
-                for procedure in session.workflow.procedures_of_study(study_uid):
-                    if procedure.status == "final" and procedure.status_at < change.time:
-                        advance(session, procedure, "amended", "images added after final", _ACTOR, now)
+            study_uid = studies.get(change.resource)
+            if study_uid is not None:
+                latest[study_uid] = max(change.time, latest.get(study_uid, change.time))
+        for study_uid, stored_at in sorted(latest.items()):
+            for procedure in session.workflow.procedures_of_study(study_uid):
+                if procedure.status == "final" and procedure.status_at < stored_at:
+                    advance(session, procedure, "amended", "images added after final", _ACTOR, now)
 
     def _event(self, session: IndexSession, event: str, study_uid: str, procedures: list[ProcedureRow]) -> None:
         if self.on_event is not None:

@@ -18,7 +18,7 @@ from typing import Any
 from openpacs.domain.errors import InvalidInstance, NotFound
 from openpacs.domain.orders import COMPLETED, DISCONTINUED, STEP_STATUSES, OrderEntry, StepRow
 from openpacs.domain.records import Actor
-from openpacs.domain.worklist import entry_from_item, step_columns, stored_item
+from openpacs.domain.worklist import checked_item, entry_from_item, step_columns, stored_item
 from openpacs.domain.worklist_query import WorklistQuery, parse_worklist_query
 from openpacs.ports.index import AuditRecord, Index
 from openpacs.services.orders import OrderService
@@ -69,7 +69,7 @@ class WorklistService:
     def create(self, item: dict[str, Any], actor: Actor, source: str = "rest") -> list[StepRow]:
         """Add (or, for a known order and step, change) the entry an item describes; the
         stored steps of its order."""
-        entry = entry_from_item(item, default_step_id=self._new_id(), default_procedure_id=self._new_id())
+        entry = entry_from_item(checked_item(item), default_step_id=self._new_id(), default_procedure_id=self._new_id())
         self._orders.apply_orders([entry], actor, source, None)
         with self._index.session() as session:
             found = session.orders.find_order(
@@ -110,6 +110,7 @@ class WorklistService:
     def update(self, pk: int, item: dict[str, Any], actor: Actor) -> StepRow:
         """Replace entry *pk*'s item (its status too, if the item gives one)."""
         current = self.entry(pk)
+        item = checked_item(item)
         entry = entry_from_item(
             item, default_step_id=current.scheduled_step_id, default_procedure_id=current.scheduled_step_id
         )

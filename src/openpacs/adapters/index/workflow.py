@@ -267,18 +267,18 @@ class WorkflowTable:
         )
         return [_step(r, int(r.order_pk)) for r in rows]
 
-    def study_uids_of_instances(self, sop_instance_uids: Sequence[str]) -> set[str]:
+    def studies_of_instances(self, sop_instance_uids: Sequence[str]) -> dict[str, str]:
+        """The Study Instance UID of each instance (those no longer stored are left out)."""
         i, se, st = t.instance, t.series, t.study
-        found: set[str] = set()
+        found: dict[str, str] = {}
         uids = list(dict.fromkeys(sop_instance_uids))
         for start in range(0, len(uids), 500):
             rows = self.connection.execute(
-                sa.select(st.c.study_instance_uid)
+                sa.select(i.c.sop_instance_uid, st.c.study_instance_uid)
                 .select_from(i.join(se, se.c.pk == i.c.series_pk).join(st, st.c.pk == se.c.study_pk))
                 .where(i.c.sop_instance_uid.in_(uids[start : start + 500]))
-                .distinct()
             )
-            found.update(str(r[0]) for r in rows)
+            found.update({str(r.sop_instance_uid): str(r.study_instance_uid) for r in rows})
         return found
 
     def procedures_with_status(

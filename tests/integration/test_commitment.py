@@ -28,7 +28,8 @@ pytestmark = pytest.mark.usefixtures("dcmtk")
 STABLE_SOON = {
     "OPENPACS_ROUTING__RETRY_BASE_SECONDS": "0.2",
     "OPENPACS_ROUTING__RETRY_MAX_SECONDS": "1",
-    "OPENPACS_ROUTING__STABLE_AFTER_SECONDS": "0.5",
+    # long enough that a loaded machine does not call a study stable between two of its C-STOREs
+    "OPENPACS_ROUTING__STABLE_AFTER_SECONDS": "2",
     "OPENPACS_STORAGE__DELETION_GRACE_SECONDS": "0",
 }
 
